@@ -1,0 +1,218 @@
+"""One interface for frozen classifiers of any family: pixels in [0, 1] in, logits out.
+
+Sources and targets come from transformers, from timm, or from any ``nn.Module``; KiOP only needs their logits,
+their class names and how they preprocess. ``load_classifier`` hides the family behind ``FrozenClassifier``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+from torch import nn
+
+from .channels import match_channels
+
+LIBRARIES = ("transformers", "timm", "module")
+_TIMM_PREFIX = "hf-hub:"
+
+
+class FrozenClassifier(nn.Module):
+    """A classifier that is never trained: always in eval mode, no parameter requires grad.
+
+    It takes pixels in [0, 1] with any channel count convertible to its own (1 <-> 3), applies the model's own
+    normalisation and returns logits. Gradients still flow to the *input*, which is what prompt training needs.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        class_names: Sequence[str],
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        library: str = "module",
+        name_or_path: str | None = None,
+        revision: str | None = None,
+    ):
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std need one value per channel; got mean={list(mean)}, std={list(std)}")
+        if any(v <= 0 for v in std):
+            raise ValueError(f"std must be positive, got {list(std)}")
+        if library not in LIBRARIES:
+            raise ValueError(f"library must be one of {LIBRARIES}, got {library!r}")
+        self.model = model
+        self.class_names = [str(name) for name in class_names]
+        self.image_size = int(image_size)
+        self.library = library
+        self.name_or_path = name_or_path
+        self.revision = revision
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def num_channels(self) -> int:
+        return self.mean.shape[1]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.class_names)
+
+    def train(self, mode: bool = True) -> FrozenClassifier:
+        # Frozen models stay in eval mode even inside a module put in training mode, so BatchNorm keeps its
+        # running statistics (the research code's target wrapper got this wrong).
+        return super().train(False)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"expected a batch of images (batch, channels, height, width) in [0, 1], got shape "
+                f"{tuple(pixel_values.shape)}"
+            )
+        pixel_values = match_channels(pixel_values, self.num_channels)
+        output = self.model((pixel_values - self.mean) / self.std)
+        return output if isinstance(output, torch.Tensor) else output.logits
+
+    def extra_repr(self) -> str:
+        return (
+            f"library={self.library!r}, name_or_path={self.name_or_path!r}, num_labels={self.num_labels}, "
+            f"image_size={self.image_size}, num_channels={self.num_channels}"
+        )
+
+
+def load_classifier(
+    model_or_name: nn.Module | str | os.PathLike,
+    *,
+    revision: str | None = None,
+    library: str | None = None,
+    class_names: Sequence[str] | None = None,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> FrozenClassifier:
+    """Load a frozen, eval-mode classifier with its metadata.
+
+    Args:
+        model_or_name: a Hub repo id or a local folder (transformers or timm layout; ``hf-hub:`` forces timm),
+            or an ``nn.Module`` that maps normalised images to logits.
+        revision: Hub revision (branch, tag or commit) to pin.
+        library: ``"transformers"`` or ``"timm"`` to skip detection from ``config.json``.
+        class_names, image_size, mean, std: the model's preprocessing and labels. Required for an ``nn.Module``
+            (class names may be omitted there only if ``image_size`` lets a dry run count the classes); for Hub
+            models they override what the model's own files say.
+    """
+    if isinstance(model_or_name, FrozenClassifier):
+        return model_or_name
+    if isinstance(model_or_name, nn.Module):
+        return _wrap_module(model_or_name, class_names, image_size, mean, std)
+    name = os.fspath(model_or_name)
+    library = library or _detect_library(name, revision)
+    loader = {"transformers": _load_transformers, "timm": _load_timm}.get(library)
+    if loader is None:
+        raise ValueError(f"library must be 'transformers' or 'timm' for a named model, got {library!r}")
+    model, found = loader(name, revision)
+    overrides = {"class_names": class_names, "image_size": image_size, "mean": mean, "std": std}
+    found.update({key: value for key, value in overrides.items() if value is not None})
+    return FrozenClassifier(model, library=library, name_or_path=name, revision=revision, **found)
+
+
+def _wrap_module(model, class_names, image_size, mean, std) -> FrozenClassifier:
+    if mean is None or std is None or image_size is None:
+        raise ValueError(
+            "a plain nn.Module needs its preprocessing stated: pass image_size, mean and std (one value per input "
+            "channel), and class_names"
+        )
+    if class_names is None:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            logits = model(torch.zeros(1, len(mean), image_size, image_size))
+        model.train(was_training)
+        class_names = [str(i) for i in range((logits if isinstance(logits, torch.Tensor) else logits.logits).shape[-1])]
+    return FrozenClassifier(model, class_names=class_names, image_size=image_size, mean=mean, std=std)
+
+
+def _read_config(name: str, revision: str | None) -> dict:
+    """``config.json`` of a local folder or Hub repo, with a clear error when it is missing."""
+    if os.path.isdir(name):
+        path = Path(name) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{name} has no config.json; expected a transformers or timm model folder")
+    else:
+        try:
+            path = hf_hub_download(name, "config.json", revision=revision)
+        except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+            raise OSError(f"could not find the model repo {name!r} (revision {revision!r}) on the Hub") from error
+        except EntryNotFoundError as error:
+            raise OSError(f"the repo {name!r} has no config.json; expected a transformers or timm model") from error
+    return json.loads(Path(path).read_text())
+
+
+def _detect_library(name: str, revision: str | None) -> str:
+    if name.startswith(_TIMM_PREFIX):
+        return "timm"
+    config = _read_config(name, revision)
+    if "architecture" in config and "model_type" not in config:
+        return "timm"
+    if "model_type" in config:
+        return "transformers"
+    raise ValueError(f"cannot tell whether {name!r} is a transformers or a timm model from its config.json")
+
+
+def _square(size, what: str) -> int:
+    height, width = size
+    if height != width:
+        raise ValueError(f"{what} has a non-square input size {height}x{width}; kiop_hf prompts square images")
+    return int(height)
+
+
+def _load_transformers(name: str, revision: str | None) -> tuple[nn.Module, dict]:
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(name, revision=revision, use_safetensors=True)
+    config = model.config
+    found = {"class_names": [config.id2label[i] for i in range(config.num_labels)]}
+    try:
+        processor = AutoImageProcessor.from_pretrained(name, revision=revision)
+    except OSError:
+        processor = None
+    if processor is not None:
+        found["mean"], found["std"] = list(processor.image_mean), list(processor.image_std)
+        size = processor.size
+        found["image_size"] = size.get("shortest_edge") or _square((size["height"], size["width"]), name)
+    elif isinstance(getattr(config, "image_size", None), int):
+        found["image_size"] = config.image_size
+    return model, found
+
+
+def _load_timm(name: str, revision: str | None) -> tuple[nn.Module, dict]:
+    import timm
+
+    repo_id = name.removeprefix(_TIMM_PREFIX)
+    if os.path.isdir(repo_id):
+        if not (Path(repo_id) / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{repo_id} has no model.safetensors; kiop_hf only loads safetensors weights")
+        model = timm.create_model(f"local-dir:{repo_id}", pretrained=True)
+    else:
+        try:  # fetch the safetensors first so timm never falls back to a pickled checkpoint
+            hf_hub_download(repo_id, "model.safetensors", revision=revision)
+        except EntryNotFoundError as error:
+            raise OSError(f"{repo_id} has no model.safetensors; kiop_hf only loads safetensors weights") from error
+        model = timm.create_model(f"hf-hub:{repo_id}" + (f"@{revision}" if revision else ""), pretrained=True)
+    cfg = model.pretrained_cfg
+    num_classes = model.num_classes
+    return model, {
+        "class_names": list(cfg.get("label_names") or [str(i) for i in range(num_classes)]),
+        "image_size": _square(cfg["input_size"][1:], repo_id),
+        "mean": list(cfg["mean"]),
+        "std": list(cfg["std"]),
+    }

@@ -1,0 +1,184 @@
+"""Configuration of a KiOP visual prompt: everything needed to use a trained prompt later."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PretrainedConfig
+
+from .channels import can_convert_channels
+
+TARGET_TASK = "target"
+
+
+class KiOPPromptConfig(PretrainedConfig):
+    r"""Geometry of a KiOP prompt and the identity of the models it connects.
+
+    The prompt is a stack of nested padding rings. Ring 0 (the *core*) pads an ``image_size`` image to
+    ``ring_sizes[0]``; ring ``i`` pads ``ring_sizes[i - 1]`` to ``ring_sizes[i]``. The target's own task sees
+    the core only; source ``k`` (0-based) sees rings ``0..k + 1`` and reads its classes through its label map.
+
+    Args:
+        image_size: side of the (square) input image the prompt is put around.
+        ring_sizes: side of the canvas after each ring; strictly increasing, one more than there are sources.
+        num_channels: channels of the canvas, i.e. of the target's input.
+        target_name_or_path / target_revision / target_library: where the frozen target is loaded from
+            (``"transformers"``, ``"timm"`` or ``"module"`` for a caller-supplied ``nn.Module``).
+        target_num_labels: number of the target's output classes.
+        target_image_size / target_mean / target_std: the target's own preprocessing, applied after prompting.
+        target_class_names: names of the target's classes, if known.
+        sources: one dict per encapsulated source with ``name`` (the task name), ``name_or_path``,
+            ``revision``, ``class_names``, ``label_map`` (the target class read for each source class; disjoint
+            across sources), and the ``num_channels`` / ``image_size`` of the source's images.
+        label_mapping: how the label maps were chosen (recorded for reproducibility).
+    """
+
+    model_type = "kiop_prompt"
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        ring_sizes: list[int] | tuple[int, ...] = (36,),
+        num_channels: int = 3,
+        target_name_or_path: str | None = None,
+        target_revision: str | None = None,
+        target_library: str | None = None,
+        target_num_labels: int | None = None,
+        target_image_size: int | None = None,
+        target_mean: list[float] | None = None,
+        target_std: list[float] | None = None,
+        target_class_names: list[str] | None = None,
+        sources: list[dict[str, Any]] | None = None,
+        label_mapping: str = "random",
+        **kwargs,
+    ):
+        self.image_size = image_size
+        self.ring_sizes = list(ring_sizes)
+        self.num_channels = num_channels
+        self.target_name_or_path = target_name_or_path
+        self.target_revision = target_revision
+        self.target_library = target_library
+        self.target_num_labels = target_num_labels
+        self.target_image_size = target_image_size
+        self.target_mean = None if target_mean is None else [float(v) for v in target_mean]
+        self.target_std = None if target_std is None else [float(v) for v in target_std]
+        self.target_class_names = None if target_class_names is None else list(target_class_names)
+        self.sources = [_normalise_source(source, num_channels, image_size) for source in sources or []]
+        self.label_mapping = label_mapping
+        super().__init__(**kwargs)
+        self.check()
+
+    @property
+    def source_names(self) -> list[str]:
+        return [source["name"] for source in self.sources]
+
+    @property
+    def task_names(self) -> list[str]:
+        """The target's own task first, then one task per source."""
+        return [TARGET_TASK, *self.source_names]
+
+    def source(self, name: str) -> dict[str, Any]:
+        for source in self.sources:
+            if source["name"] == name:
+                return source
+        raise KeyError(f"unknown task {name!r}; this prompt serves {self.task_names}")
+
+    def num_rings_for(self, task: str | None) -> int:
+        """How many rings (from the core outwards) the images of ``task`` are wrapped in."""
+        if task is None or task == TARGET_TASK:
+            return 1
+        self.source(task)
+        return self.source_names.index(task) + 2
+
+    def canvas_size_for(self, task: str | None) -> int:
+        return self.ring_sizes[self.num_rings_for(task) - 1]
+
+    def check(self) -> None:
+        """Raise a ``ValueError`` that names the problem if this configuration cannot describe a usable prompt."""
+        if not isinstance(self.image_size, int) or self.image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
+        if not isinstance(self.num_channels, int) or self.num_channels < 1:
+            raise ValueError(f"num_channels must be a positive integer, got {self.num_channels!r}")
+        sizes = [self.image_size, *self.ring_sizes]
+        increasing = all(isinstance(s, int) for s in sizes) and all(a < b for a, b in zip(sizes, sizes[1:]))
+        if not self.ring_sizes or not increasing:
+            raise ValueError(
+                f"ring_sizes must be integers strictly increasing from image_size={self.image_size}, "
+                f"got {self.ring_sizes}"
+            )
+        if len(self.ring_sizes) != len(self.sources) + 1:
+            raise ValueError(
+                f"a prompt needs one ring for the core plus one per source: {len(self.sources)} source(s) need "
+                f"{len(self.sources) + 1} ring sizes, got {len(self.ring_sizes)} ({self.ring_sizes})"
+            )
+        for name, stats in (("target_mean", self.target_mean), ("target_std", self.target_std)):
+            if stats is not None and len(stats) != self.num_channels:
+                raise ValueError(f"{name} needs {self.num_channels} values (one per channel), got {stats}")
+        if self.target_std is not None and any(v <= 0 for v in self.target_std):
+            raise ValueError(f"target_std must be positive, got {self.target_std}")
+        if self.target_class_names is not None and self.target_num_labels is not None:
+            if len(self.target_class_names) != self.target_num_labels:
+                raise ValueError(
+                    f"target_class_names has {len(self.target_class_names)} names but target_num_labels is "
+                    f"{self.target_num_labels}"
+                )
+        self._check_sources()
+
+    def _check_sources(self) -> None:
+        names = self.source_names
+        if TARGET_TASK in names:
+            raise ValueError(f"{TARGET_TASK!r} names the target's own task and cannot be a source name")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique; repeated: {duplicates}")
+        if not self.sources:
+            return
+        needed = sum(len(source["class_names"]) for source in self.sources)
+        if self.target_num_labels is None:
+            raise ValueError("target_num_labels is required once sources are given (label maps index its classes)")
+        if needed > self.target_num_labels:
+            raise ValueError(
+                f"too few target classes: the sources have {needed} classes in all and each needs its own target "
+                f"class, but the target has only {self.target_num_labels}"
+            )
+        owner: dict[int, str] = {}
+        for source in self.sources:
+            name, label_map = source["name"], source["label_map"]
+            if not can_convert_channels(source["num_channels"], self.num_channels):
+                raise ValueError(
+                    f"source {name!r} has {source['num_channels']}-channel images, which a {self.num_channels}-channel "
+                    "target cannot be served (only 1 <-> 3 channel conversion is defined)"
+                )
+            if len(label_map) != len(source["class_names"]):
+                raise ValueError(
+                    f"source {name!r}: label_map has {len(label_map)} entries for {len(source['class_names'])} classes"
+                )
+            for index in label_map:
+                if not 0 <= index < self.target_num_labels:
+                    raise ValueError(
+                        f"source {name!r}: label_map entry {index} is out of range for a target with "
+                        f"{self.target_num_labels} classes"
+                    )
+                if index in owner:
+                    where = "twice" if owner[index] == name else f"also by source {owner[index]!r}"
+                    raise ValueError(
+                        f"source {name!r}: target class {index} is used {where}; label maps must be one-to-one and "
+                        "disjoint across sources"
+                    )
+                owner[index] = name
+
+
+def _normalise_source(source: dict[str, Any], num_channels: int, image_size: int) -> dict[str, Any]:
+    """Fill a source entry's defaults and coerce JSON-friendly types."""
+    missing = {"name", "class_names", "label_map"} - set(source)
+    if missing:
+        raise ValueError(f"a source entry needs {sorted(missing)}; got keys {sorted(source)}")
+    return {
+        "name": str(source["name"]),
+        "name_or_path": source.get("name_or_path"),
+        "revision": source.get("revision"),
+        "class_names": [str(name) for name in source["class_names"]],
+        "label_map": [int(index) for index in source["label_map"]],
+        "num_channels": int(source.get("num_channels", num_channels)),
+        "image_size": int(source.get("image_size", image_size)),
+    }

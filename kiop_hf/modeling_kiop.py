@@ -1,0 +1,201 @@
+"""The KiOP visual prompt (nested learnable padding rings) and the prompted target built from it."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+
+from .channels import match_channels
+from .classifiers import FrozenClassifier, load_classifier
+from .configuration_kiop import TARGET_TASK, KiOPPromptConfig
+from .label_mapping import random_label_maps
+
+
+@lru_cache(maxsize=64)
+def ring_mask(inner: int, outer: int) -> torch.Tensor:
+    """Boolean (outer, outer) mask, True on the ring that pads an ``inner`` square to ``outer``.
+
+    Uneven padding puts the extra pixel on the top/left side, as in the method's reference geometry.
+    """
+    before = (outer - inner + 1) // 2
+    mask = torch.ones(outer, outer, dtype=torch.bool)
+    mask[before : before + inner, before : before + inner] = False
+    return mask
+
+
+class KiOPVisualPrompt(PreTrainedModel):
+    """Learnable pixels around an image, in nested rings: the only trained part of KiOP.
+
+    Only the ring pixels are parameters (``rings[i]`` holds ``num_channels x ring-pixel-count`` values), so the
+    saved file is as small as the method promises. A ring's visible value is ``sigmoid(theta)``, starting at grey
+    0.5. Prompting happens in pixel space [0, 1]; the target's own normalisation comes afterwards.
+    """
+
+    config_class = KiOPPromptConfig
+    base_model_prefix = "kiop_prompt"
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: KiOPPromptConfig):
+        super().__init__(config)
+        sizes = [config.image_size, *config.ring_sizes]
+        self.rings = nn.ParameterList(
+            nn.Parameter(torch.zeros(config.num_channels, outer * outer - inner * inner))
+            for inner, outer in zip(sizes, sizes[1:])
+        )
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, KiOPVisualPrompt):
+            for ring in module.rings:
+                init.zeros_(ring)
+
+    def ring_canvas(self, index: int) -> torch.Tensor:
+        """Ring ``index`` as a (channels, size, size) image in [0, 1], zero inside it."""
+        sizes = [self.config.image_size, *self.config.ring_sizes]
+        mask = ring_mask(sizes[index], sizes[index + 1]).to(self.rings[index].device)
+        canvas = self.rings[index].new_zeros(self.config.num_channels, *mask.shape)
+        return canvas.masked_scatter(mask, torch.sigmoid(self.rings[index]))
+
+    def forward(self, pixel_values: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        """Wrap images of ``image_size`` in the rings that ``task`` uses (the core only for the target's task)."""
+        expected = (self.config.num_channels, self.config.image_size, self.config.image_size)
+        if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
+            raise ValueError(
+                f"the prompt expects images of shape (batch, {', '.join(map(str, expected))}) with pixels in [0, 1], "
+                f"got {tuple(pixel_values.shape)}"
+            )
+        x = pixel_values
+        for index in range(self.config.num_rings_for(task)):
+            inner, outer = x.shape[-1], self.config.ring_sizes[index]
+            before, after = (outer - inner + 1) // 2, (outer - inner) // 2
+            x = F.pad(x, (before, after, before, after)) + self.ring_canvas(index)
+        return x
+
+
+class KiOPModel(nn.Module):
+    """A frozen target with its prompt: ``model(pixel_values, task=...)`` returns that task's logits.
+
+    ``task=None`` (or ``"target"``) is the target's own task, seen through the core ring with all target classes.
+    A source task's images go through rings ``0..k + 1`` and its logits are read through the source's label map.
+    Only the prompt is saved; the target is loaded again from the id and revision the prompt's config records.
+    """
+
+    def __init__(self, prompt: KiOPVisualPrompt, target: FrozenClassifier):
+        super().__init__()
+        config = prompt.config
+        if config.target_num_labels is not None and target.num_labels != config.target_num_labels:
+            raise ValueError(
+                f"the prompt was made for a target with {config.target_num_labels} classes, but "
+                f"{target.name_or_path or 'the given target'} has {target.num_labels}"
+            )
+        if target.num_channels != config.num_channels:
+            raise ValueError(
+                f"the prompt makes {config.num_channels}-channel canvases, but "
+                f"{target.name_or_path or 'the given target'} takes {target.num_channels} channels"
+            )
+        self.prompt = prompt
+        self.target = target
+
+    @property
+    def config(self) -> KiOPPromptConfig:
+        return self.prompt.config
+
+    def class_names(self, task: str | None = None) -> list[str]:
+        if task is None or task == TARGET_TASK:
+            return self.target.class_names
+        return self.config.source(task)["class_names"]
+
+    def forward(self, pixel_values: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        pixel_values = match_channels(pixel_values, self.config.num_channels)
+        logits = self.target(self.prompt(pixel_values, task))
+        if task is None or task == TARGET_TASK:
+            return logits
+        return logits[:, self.config.source(task)["label_map"]]
+
+    @classmethod
+    def from_models(
+        cls,
+        target: FrozenClassifier,
+        sources: dict[str, FrozenClassifier],
+        *,
+        image_size: int,
+        ring_sizes: list[int],
+        label_maps: dict[str, list[int]] | None = None,
+        seed: int = 0,
+    ) -> KiOPModel:
+        """A fresh (grey) prompt around ``target`` for ``sources`` (task name -> classifier).
+
+        Without ``label_maps``, each source gets a fixed random slice of the target's classes.
+        """
+        label_mapping = "random" if label_maps is None else "given"
+        if label_maps is None:
+            drawn = random_label_maps([s.num_labels for s in sources.values()], target.num_labels, seed=seed)
+            label_maps = dict(zip(sources, drawn))
+        config = KiOPPromptConfig(
+            image_size=image_size,
+            ring_sizes=ring_sizes,
+            num_channels=target.num_channels,
+            target_name_or_path=target.name_or_path,
+            target_revision=target.revision,
+            target_library=target.library,
+            target_num_labels=target.num_labels,
+            target_image_size=target.image_size,
+            target_mean=target.mean.flatten().tolist(),
+            target_std=target.std.flatten().tolist(),
+            target_class_names=target.class_names,
+            sources=[
+                {
+                    "name": name,
+                    "name_or_path": source.name_or_path,
+                    "revision": source.revision,
+                    "class_names": source.class_names,
+                    "label_map": label_maps[name],
+                    "num_channels": source.num_channels,
+                    "image_size": source.image_size,
+                }
+                for name, source in sources.items()
+            ],
+            label_mapping=label_mapping,
+        )
+        return cls(KiOPVisualPrompt(config), target)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        prompt_name_or_path: str | os.PathLike,
+        *,
+        target: FrozenClassifier | nn.Module | str | None = None,
+        revision: str | None = None,
+        **kwargs,
+    ) -> KiOPModel:
+        """Load a prompt, then the target its config names (or ``target``, which overrides it)."""
+        prompt = KiOPVisualPrompt.from_pretrained(prompt_name_or_path, revision=revision, **kwargs)
+        config = prompt.config
+        if target is None:
+            if config.target_name_or_path is None or config.target_library == "module":
+                raise ValueError(
+                    "this prompt's target is not a Hub or folder model; pass it with target=load_classifier(...)"
+                )
+            target = config.target_name_or_path
+        if not isinstance(target, FrozenClassifier):
+            named = isinstance(target, str)
+            target = load_classifier(
+                target,
+                revision=config.target_revision if named else None,
+                library=config.target_library if named else None,
+                class_names=config.target_class_names,
+                image_size=config.target_image_size,
+                mean=config.target_mean,
+                std=config.target_std,
+            )
+        return cls(prompt.eval(), target)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """Save the prompt only (config.json + model.safetensors): the target stays where it came from."""
+        self.prompt.save_pretrained(save_directory, **kwargs)

@@ -1,0 +1,228 @@
+"""Build the reference model zoo: small classifiers trained here on real data, saved in Hub layout.
+
+Every model is trained deterministically on CPU, saved the way its library publishes models (timm's
+``save_for_hf`` layout or transformers' ``save_pretrained`` + image processor), reloaded through
+``load_classifier`` and evaluated on its real test set; the accuracy goes into ``results.json`` in its folder.
+A model whose folder already holds results for the same spec is not rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..classifiers import FrozenClassifier, load_classifier
+from . import data
+
+# Bump when the data or training procedure changes, so cached models are rebuilt.
+ZOO_VERSION = 1
+DEFAULT_ROOT = Path(os.environ.get("KIOP_HF_ZOO", Path.home() / ".cache" / "kiop_hf" / "zoo"))
+
+DATASETS: dict[str, Callable[[], data.ImageSplits]] = {
+    "fashion-mnist": data.load_fashion_mnist,
+    "mnist": data.load_mnist_subset,
+    "digits": data.load_digits,
+    "letters": data.render_letters,
+}
+
+
+@dataclass(frozen=True)
+class ZooModelSpec:
+    """One zoo model: which data, which library and architecture, and how long to train it."""
+
+    name: str
+    dataset: str
+    role: str  # "source" or "target"
+    library: str  # "timm" or "transformers"
+    architecture: str
+    model_args: dict = field(default_factory=dict)
+    steps: int = 1000
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    seed: int = 0
+
+    def fingerprint(self) -> str:
+        payload = json.dumps({"zoo_version": ZOO_VERSION, **asdict(self)}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+REFERENCE_ZOO = (
+    ZooModelSpec("fashion-mnist-resnet", "fashion-mnist", "source", "timm", "test_resnet", steps=1800),
+    ZooModelSpec(
+        "mnist-resnet", "mnist", "source", "transformers", "resnet",
+        {"embedding_size": 16, "hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "layer_type": "basic"},
+        steps=600,
+    ),
+    ZooModelSpec("digits-efficientnet", "digits", "source", "timm", "test_efficientnet", steps=500),
+    ZooModelSpec(
+        "letters-resnet10t", "letters", "target", "timm", "resnet10t", {"channels": [32, 64, 128, 256]}, steps=2000
+    ),
+)  # fmt: skip
+
+
+def _create_model(spec: ZooModelSpec, num_channels: int, class_names: list[str]) -> nn.Module:
+    if spec.library == "timm":
+        import timm
+
+        return timm.create_model(spec.architecture, num_classes=len(class_names), in_chans=num_channels, **spec.model_args)
+    from transformers import AutoConfig, AutoModelForImageClassification
+
+    config = AutoConfig.for_model(
+        spec.architecture,
+        num_channels=num_channels,
+        id2label=dict(enumerate(class_names)),
+        label2id={name: i for i, name in enumerate(class_names)},
+        **spec.model_args,
+    )
+    return AutoModelForImageClassification.from_config(config)
+
+
+def _save_model(model: nn.Module, spec: ZooModelSpec, folder: Path, splits: data.ImageSplits, mean, std) -> None:
+    size = data.IMAGE_SIZE
+    if spec.library == "timm":
+        from timm.models import save_for_hf
+
+        save_for_hf(
+            model,
+            str(folder),
+            model_config={"label_names": splits.class_names},
+            data_config={"input_size": (splits.num_channels, size, size), "mean": tuple(mean), "std": tuple(std),
+                         "crop_pct": 1.0, "interpolation": "bilinear"},
+            safe_serialization=True,
+        )  # fmt: skip
+        return
+    from transformers import ViTImageProcessor
+
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std)).save_pretrained(folder)
+
+
+def random_affine(images: torch.Tensor, generator: torch.Generator, shift: float = 0.1, degrees: float = 10.0,
+                  scale: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:  # fmt: skip
+    """Per-sample random shift, rotation and scale: the usual training augmentation for small glyph images."""
+    n = images.shape[0]
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    factor = scale[0] + torch.rand(n, generator=generator) * (scale[1] - scale[0])
+    offset = (torch.rand(n, 2, generator=generator) * 2 - 1) * shift * 2
+    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
+    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, H, W) float in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+@torch.no_grad()
+def accuracy(classifier: FrozenClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
+    correct = sum(
+        (classifier(images[i : i + batch_size]).argmax(-1) == labels[i : i + batch_size]).sum().item()
+        for i in range(0, len(images), batch_size)
+    )
+    return correct / len(images)
+
+
+def train_classifier(spec: ZooModelSpec, splits: data.ImageSplits) -> tuple[nn.Module, list[float], list[float]]:
+    """Train ``spec``'s model from scratch on the training split; returns it with the normalisation it used."""
+    torch.manual_seed(spec.seed)
+    generator = torch.Generator().manual_seed(spec.seed)
+    images, labels = to_tensor(splits.train_images), torch.from_numpy(splits.train_labels)
+    mean = images.mean(dim=(0, 2, 3)).tolist()
+    std = images.std(dim=(0, 2, 3)).tolist()
+    model = _create_model(spec, splits.num_channels, splits.class_names)
+    # Training sees the model through the same normalising wrapper as every later user, but unfrozen.
+    normalise = FrozenClassifier(model, class_names=splits.class_names, image_size=data.IMAGE_SIZE, mean=mean, std=std)
+    model.requires_grad_(True).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=5e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, spec.learning_rate, total_steps=spec.steps)
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(spec.steps):
+        if len(order) < spec.batch_size:
+            order = torch.cat([order, torch.randperm(len(images), generator=generator)])
+        batch, order = order[: spec.batch_size], order[spec.batch_size :]
+        x = random_affine(images[batch], generator)
+        output = model((x - normalise.mean) / normalise.std)
+        logits = output if isinstance(output, torch.Tensor) else output.logits
+        loss = F.cross_entropy(logits, labels[batch], label_smoothing=0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return model.eval(), mean, std
+
+
+def build_model(spec: ZooModelSpec, root: Path, splits: data.ImageSplits | None = None) -> dict:
+    """Train, save, reload and evaluate one zoo model, unless its folder already holds it."""
+    folder = root / spec.name
+    results_path = folder / "results.json"
+    if _is_built(spec, root):
+        return json.loads(results_path.read_text())
+    splits = splits or DATASETS[spec.dataset]()
+    start = time.perf_counter()
+    model, mean, std = train_classifier(spec, splits)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_model(model, spec, folder, splits, mean, std)
+    train_seconds = time.perf_counter() - start
+    reloaded = load_classifier(folder)
+    results = {
+        "name": spec.name,
+        "role": spec.role,
+        "dataset": spec.dataset,
+        "library": spec.library,
+        "architecture": spec.architecture,
+        "num_classes": len(splits.class_names),
+        "num_channels": splits.num_channels,
+        "image_size": data.IMAGE_SIZE,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "num_train_images": len(splits.train_labels),
+        "num_test_images": len(splits.test_labels),
+        "test_accuracy": accuracy(reloaded, to_tensor(splits.test_images), torch.from_numpy(splits.test_labels)),
+        "build_seconds": round(train_seconds, 1),
+        "fingerprint": spec.fingerprint(),
+    }
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def dataset_path(root: str | os.PathLike, dataset: str) -> Path:
+    """Where the zoo keeps a dataset's real train/test images (``datasets.load_from_disk`` format)."""
+    return Path(root) / "datasets" / f"{dataset}-v{ZOO_VERSION}"
+
+
+def build_zoo(root: str | os.PathLike = DEFAULT_ROOT, specs=REFERENCE_ZOO, log=print) -> list[dict]:
+    """Build (or reuse) every model of ``specs`` and its dataset under ``root``; returns the models' results."""
+    root = Path(root)
+    loaded: dict[str, data.ImageSplits] = {}
+
+    def splits(dataset: str) -> data.ImageSplits:
+        if dataset not in loaded:
+            loaded[dataset] = DATASETS[dataset]()
+        return loaded[dataset]
+
+    results = []
+    for spec in specs:
+        if not dataset_path(root, spec.dataset).is_dir():
+            log(f"[zoo] saving the {spec.dataset} dataset")
+            data.to_dataset_dict(splits(spec.dataset)).save_to_disk(dataset_path(root, spec.dataset))
+        built = _is_built(spec, root)
+        log(f"[zoo] {spec.name}: {'cached' if built else 'training'}")
+        results.append(build_model(spec, root, None if built else splits(spec.dataset)))
+    return results
+
+
+def _is_built(spec: ZooModelSpec, root: Path) -> bool:
+    path = root / spec.name / "results.json"
+    return path.is_file() and json.loads(path.read_text()).get("fingerprint") == spec.fingerprint()

@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from kiop_hf import KiOPModel, KiOPVisualPrompt, load_classifier, random_label_maps
+
+from .helpers import RGB_MEAN, RGB_STD, TinyCNN
+
+
+@pytest.fixture
+def prompted(transformers_folder, timm_folder):
+    """A 12-class transformers target prompted for one 10-class grayscale timm source."""
+    target = load_classifier(transformers_folder)
+    source = load_classifier(timm_folder)
+    model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 64], seed=3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for ring in model.prompt.rings:
+            ring.normal_()
+    return model
+
+
+def test_from_models_records_everything_needed_to_use_the_prompt(prompted, transformers_folder, timm_folder):
+    config = prompted.config
+    assert config.target_name_or_path == str(transformers_folder)
+    assert (config.target_library, config.target_num_labels, config.num_channels) == ("transformers", 12, 3)
+    assert config.target_mean == pytest.approx(RGB_MEAN)
+    source = config.source("gray")
+    assert source["name_or_path"] == str(timm_folder)
+    assert source["class_names"] == [f"class_{i}" for i in range(10)]
+    assert source["label_map"] == random_label_maps([10], 12, seed=3)[0]
+    assert (source["num_channels"], config.label_mapping) == (1, "random")
+
+
+def test_tasks_route_through_their_rings_and_label_map(prompted):
+    gray = torch.rand(2, 1, 32, 32)
+    rgb = gray.expand(-1, 3, -1, -1)
+    own = prompted(rgb)
+    assert own.shape == (2, 12)
+    assert torch.equal(own, prompted.target(prompted.prompt(rgb)))
+    source_logits = prompted(gray, task="gray")  # grayscale source images are served to the RGB target
+    full = prompted.target(prompted.prompt(rgb, task="gray"))
+    assert torch.equal(source_logits, full[:, prompted.config.source("gray")["label_map"]])
+    assert prompted.class_names("gray") == [f"class_{i}" for i in range(10)]
+    assert prompted.class_names() == [f"label_{i}" for i in range(12)]
+
+
+def test_save_and_from_pretrained_reload_prompt_and_target_exactly(prompted, tmp_path):
+    prompted.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    reloaded = KiOPModel.from_pretrained(tmp_path)
+    images = torch.rand(3, 3, 32, 32)
+    for task in (None, "gray"):
+        assert torch.equal(reloaded(images, task=task), prompted(images, task=task))
+    assert not reloaded.target.training and not reloaded.prompt.training
+
+
+def test_a_module_target_is_passed_back_explicitly(tmp_path):
+    torch.manual_seed(0)
+    target = load_classifier(TinyCNN(num_classes=20), image_size=32, mean=RGB_MEAN, std=RGB_STD)
+    source = load_classifier(TinyCNN(num_classes=10), image_size=32, mean=RGB_MEAN, std=RGB_STD)
+    model = KiOPModel.from_models(target, {"s": source}, image_size=32, ring_sizes=[36, 48])
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="pass it with target=load_classifier"):
+        KiOPModel.from_pretrained(tmp_path)
+    reloaded = KiOPModel.from_pretrained(tmp_path, target=target.model)
+    images = torch.rand(2, 3, 32, 32)
+    assert torch.equal(reloaded(images, task="s"), model(images, task="s"))
+
+
+def test_a_target_that_does_not_match_the_prompt_is_refused(prompted, tiny_cnn):
+    wrong_classes = load_classifier(tiny_cnn, image_size=32, mean=RGB_MEAN, std=RGB_STD)  # 40 classes, not 12
+    with pytest.raises(ValueError, match="made for a target with 12 classes"):
+        KiOPModel(prompted.prompt, wrong_classes)
+    gray_target = load_classifier(TinyCNN(in_channels=1, num_classes=12), image_size=32, mean=[0.5], std=[0.5])
+    with pytest.raises(ValueError, match="makes 3-channel canvases"):
+        KiOPModel(prompted.prompt, gray_target)
+
+
+def test_too_few_target_classes_for_the_sources_is_refused(transformers_folder, timm_folder):
+    target, source = load_classifier(transformers_folder), load_classifier(timm_folder)
+    with pytest.raises(ValueError, match="too few target classes: the sources have 20"):
+        KiOPModel.from_models(target, {"a": source, "b": source}, image_size=32, ring_sizes=[36, 48, 64])
+
+
+def test_prompt_alone_loads_without_its_target(prompted, tmp_path):
+    prompted.save_pretrained(tmp_path)
+    prompt = KiOPVisualPrompt.from_pretrained(tmp_path)
+    assert prompt.config.source_names == ["gray"]
