@@ -7,7 +7,10 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    packages=find_packages(include=["kiop_hf", "kiop_hf.*"]),
+    packages=[*find_packages(include=["kiop_hf", "kiop_hf.*"]), "kiop_hf.model_cards"],
+    # The card template lives at the top of the repo (model_cards/) and ships inside the package.
+    package_dir={"kiop_hf.model_cards": "model_cards"},
+    package_data={"kiop_hf.model_cards": ["*.md"], "kiop_hf": ["metrics/*/*.py"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.11",

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import fields
 
+from .training_args import PRESERVATION_MODES, KiOPTrainingArguments
 from .zoo.build import DEFAULT_ROOT, build_zoo
+
+# Training arguments exposed as flags (the rest keep their reference defaults).
+_TRAINING_FLAGS = (
+    "rounds", "synthesis_steps", "kd_steps", "batch_size", "seed", "learning_rate", "temperature", "synthesizer",
+    "preservation_weight", "save_every_rounds", "logging_steps",
+)  # fmt: skip
 
 
 def _zoo(args: argparse.Namespace) -> None:
@@ -22,12 +30,74 @@ def _zoo(args: argparse.Namespace) -> None:
         )
 
 
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values or []:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"{flag} expects NAME=MODEL_OR_PATH, got {value!r}")
+        pairs[name] = path
+    return pairs
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .pipeline import DEFAULT_SCHEDULE, KiOPJob, run_kiop, with_zoo_defaults
+
+    embedded = args.target is None and not args.source
+    if (args.target is None) != (not args.source):
+        raise SystemExit("give both --target and at least one --source, or neither for the embedded default")
+    overrides = {name: getattr(args, name) for name in _TRAINING_FLAGS if getattr(args, name) is not None}
+    training = KiOPTrainingArguments(
+        output_dir=args.output_dir,
+        preservation=args.preservation,
+        report_to=args.report_to or [],
+        use_cpu=args.cpu,
+        **((DEFAULT_SCHEDULE if embedded else {}) | overrides),
+    )
+    job = KiOPJob(
+        training=training,
+        target=args.target,
+        sources=_pairs(args.source, "--source"),
+        image_size=args.image_size,
+        ring_sizes=args.ring_sizes,
+        preservation_images=args.preservation_images,
+        eval_sets=_pairs(args.eval, "--eval"),
+        eval_limit=args.eval_limit,
+        resume_from_checkpoint=args.resume,
+    )
+    if embedded:
+        job = with_zoo_defaults(job, args.zoo_root)
+    run_kiop(job)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="kiop-hf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     zoo = commands.add_parser("zoo", help="build (or reuse) the offline reference model zoo and print it")
     zoo.add_argument("--root", default=str(DEFAULT_ROOT), help="folder of the zoo (default: %(default)s)")
     zoo.set_defaults(func=_zoo)
+
+    train = commands.add_parser(
+        "train", help="train a prompt (without --target/--source: the embedded zoo default), evaluate, save"
+    )
+    train.add_argument("--target", help="target model: Hub id or folder (transformers or timm)")
+    train.add_argument("--source", action="append", metavar="NAME=MODEL", help="a source task and its model (repeat)")
+    train.add_argument("--eval", action="append", metavar="TASK=DATASET", help="labelled test set of a task ('target' for its own)")
+    train.add_argument("--eval-limit", type=int, help="evaluate on at most this many test images per task")
+    train.add_argument("--output-dir", default="outputs/kiop-prompt")
+    train.add_argument("--image-size", type=int, default=32)
+    train.add_argument("--ring-sizes", type=int, nargs="+", default=[36, 64])
+    train.add_argument("--preservation", choices=PRESERVATION_MODES, default="BF")
+    train.add_argument("--preservation-images", help="unlabelled target-domain images for --preservation B")
+    train.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --output-dir")
+    train.add_argument("--report-to", nargs="*", help="accelerate trackers (tensorboard, wandb, ...)")
+    train.add_argument("--cpu", action="store_true", help="run on CPU even if a GPU is present")
+    train.add_argument("--zoo-root", default=str(DEFAULT_ROOT), help="zoo folder for the embedded default")
+    types = {f.name: f.type for f in fields(KiOPTrainingArguments)}
+    for name in _TRAINING_FLAGS:
+        kind = {"int": int, "float": float, "str": str}[str(types[name])]
+        train.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"KiOPTrainingArguments.{name}")
+    train.set_defaults(func=_train)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from .helpers import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD, TinyCNN
+from .hub_fixtures import hub  # noqa: F401  (the loopback Hub, for tests that push and download)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..augment import random_affine, random_canvas
 from ..classifiers import FrozenClassifier, load_classifier
 from . import data
 
@@ -51,6 +51,9 @@ class ZooModelSpec:
     batch_size: int = 128
     learning_rate: float = 3e-3
     seed: int = 0
+    # Canvas sides to train on besides the native one (images placed on a random flat border), so a target
+    # reads its images inside prompt rings and at larger inputs.
+    canvas_sizes: tuple[int, ...] = ()
 
     def fingerprint(self) -> str:
         payload = json.dumps({"zoo_version": ZOO_VERSION, **asdict(self)}, sort_keys=True)
@@ -66,7 +69,8 @@ REFERENCE_ZOO = (
     ),
     ZooModelSpec("digits-efficientnet", "digits", "source", "timm", "test_efficientnet", steps=500),
     ZooModelSpec(
-        "letters-resnet10t", "letters", "target", "timm", "resnet10t", {"channels": [32, 64, 128, 256]}, steps=2000
+        "letters-resnet10t", "letters", "target", "timm", "resnet10t", {"channels": [32, 64, 128, 256]}, steps=2000,
+        canvas_sizes=(36, 40, 48, 64),
     ),
 )  # fmt: skip
 
@@ -108,19 +112,6 @@ def _save_model(model: nn.Module, spec: ZooModelSpec, folder: Path, splits: data
     ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std)).save_pretrained(folder)
 
 
-def random_affine(images: torch.Tensor, generator: torch.Generator, shift: float = 0.1, degrees: float = 10.0,
-                  scale: tuple[float, float] = (0.9, 1.1)) -> torch.Tensor:  # fmt: skip
-    """Per-sample random shift, rotation and scale: the usual training augmentation for small glyph images."""
-    n = images.shape[0]
-    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
-    factor = scale[0] + torch.rand(n, generator=generator) * (scale[1] - scale[0])
-    offset = (torch.rand(n, 2, generator=generator) * 2 - 1) * shift * 2
-    cos, sin = torch.cos(angle) / factor, torch.sin(angle) / factor
-    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
-
-
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 -> (N, C, H, W) float in [0, 1]."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
@@ -154,6 +145,10 @@ def train_classifier(spec: ZooModelSpec, splits: data.ImageSplits) -> tuple[nn.M
             order = torch.cat([order, torch.randperm(len(images), generator=generator)])
         batch, order = order[: spec.batch_size], order[spec.batch_size :]
         x = random_affine(images[batch], generator)
+        sizes = (data.IMAGE_SIZE, *spec.canvas_sizes)
+        size = sizes[int(torch.randint(len(sizes), (1,), generator=generator))]
+        if size != data.IMAGE_SIZE:
+            x = random_canvas(x, size, generator)
         output = model((x - normalise.mean) / normalise.std)
         logits = output if isinstance(output, torch.Tensor) else output.logits
         loss = F.cross_entropy(logits, labels[batch], label_smoothing=0.1)

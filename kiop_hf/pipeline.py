@@ -1,0 +1,81 @@
+"""The main job as one straight line: load models, synthesize and store knowledge, evaluate, save.
+
+Used by ``kiop-hf train`` and ``examples/train_kiop.py``; without model arguments it runs the embedded default
+on the reference zoo (built on first use).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .classifiers import load_classifier
+from .evaluation import evaluate_tasks
+from .model_card import write_model_card
+from .modeling_kiop import KiOPModel
+from .trainer import KiOPTrainer
+from .training_args import KiOPTrainingArguments
+
+# The embedded default: one zoo source into the zoo target, data-free, sized for a few minutes on 2 CPU cores.
+DEFAULT_SOURCE = "mnist-resnet"
+DEFAULT_TARGET = "letters-resnet10t"
+DEFAULT_SCHEDULE = dict(rounds=12, synthesis_steps=30, kd_steps=40, batch_size=64, memory_bank_size=4096, num_negatives=1024)
+
+
+@dataclass
+class KiOPJob:
+    """What to connect and where to evaluate; ``training`` holds the run's ``KiOPTrainingArguments``.
+
+    ``sources`` maps task names to model ids/folders; ``eval_sets`` maps task names (``"target"`` for the
+    target's own task) to labelled test sets (datasets, saved dataset folders, image folders or Hub ids).
+    """
+
+    training: KiOPTrainingArguments
+    target: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    image_size: int = 32
+    ring_sizes: list[int] = field(default_factory=lambda: [36, 64])
+    preservation_images: str | None = None
+    eval_sets: dict[str, str] = field(default_factory=dict)
+    eval_limit: int | None = None
+    resume_from_checkpoint: bool | str = False
+
+
+def with_zoo_defaults(job: KiOPJob, zoo_root: str | Path | None = None, log=print) -> KiOPJob:
+    """Fill a job without models with the embedded default: zoo source and target, zoo test sets."""
+    from .zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path
+
+    root = Path(zoo_root or DEFAULT_ROOT)
+    specs = {spec.name: spec for spec in REFERENCE_ZOO}
+    build_zoo(root, [specs[DEFAULT_SOURCE], specs[DEFAULT_TARGET]], log=log)
+    job.target = str(root / DEFAULT_TARGET)
+    job.sources = {specs[DEFAULT_SOURCE].dataset: str(root / DEFAULT_SOURCE)}
+    job.eval_sets = {
+        specs[DEFAULT_SOURCE].dataset: str(dataset_path(root, specs[DEFAULT_SOURCE].dataset)),
+        "target": str(dataset_path(root, specs[DEFAULT_TARGET].dataset)),
+    }
+    if job.training.preservation == "B" and job.preservation_images is None:
+        job.preservation_images = str(dataset_path(root, specs[DEFAULT_TARGET].dataset))
+    return job
+
+
+def run_kiop(job: KiOPJob, log=print) -> dict:
+    """Train a prompt for ``job``, evaluate it on its test sets, save it with its card; returns the results."""
+    start = time.perf_counter()
+    target = load_classifier(job.target)
+    sources = {name: load_classifier(path) for name, path in job.sources.items()}
+    model = KiOPModel.from_models(target, sources, image_size=job.image_size, ring_sizes=job.ring_sizes, seed=job.training.seed)
+    trainer = KiOPTrainer(model, sources, job.training, preservation_images=job.preservation_images)
+    trainer.train(resume_from_checkpoint=job.resume_from_checkpoint)
+    results = {"train_seconds": round(time.perf_counter() - start, 1)}
+    if trainer.accelerator.is_main_process:
+        if job.eval_sets:
+            results |= evaluate_tasks(model, job.eval_sets, limit=job.eval_limit)
+        output_dir = Path(job.training.output_dir)
+        write_model_card(model, output_dir, args=job.training, history=trainer.history, results=results)
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        for key, value in results.items():
+            log(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
+    return results

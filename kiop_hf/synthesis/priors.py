@@ -1,0 +1,98 @@
+"""What an inverted model itself tells about its training data: BatchNorm statistics and per-layer features."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BatchNormStatistics:
+    """Forward hooks on every BatchNorm layer of a frozen model.
+
+    After a forward pass, ``loss()`` is the DeepInversion prior (distance of the batch mean and variance of each
+    layer's input to the layer's running statistics) and ``features()`` the per-sample spatial means of those
+    inputs, concatenated over layers (the features CMI contrasts).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self._inputs: list[torch.Tensor] = []
+        self._handles = [layer.register_forward_hook(self._record) for layer in self.layers]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def feature_dim(self) -> int:
+        return sum(layer.num_features for layer in self.layers)
+
+    def _record(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        self._inputs.append(inputs[0])
+
+    def clear(self) -> None:
+        self._inputs = []
+
+    def loss(self) -> torch.Tensor:
+        total = 0.0
+        for layer, x in zip(self.layers, self._inputs):
+            dims = [0, *range(2, x.ndim)]
+            mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
+            total = total + torch.norm(mean - layer.running_mean, 2) + torch.norm(var - layer.running_var, 2)
+        return total
+
+    def features(self) -> torch.Tensor:
+        return torch.cat([x.flatten(2).mean(dim=2) if x.ndim > 2 else x for x in self._inputs], dim=1)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+class ProjectionHead(nn.Module):
+    """Two-layer MLP onto the unit sphere, where CMI's instance discrimination happens."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=1)
+
+
+class MemoryBank:
+    """A fixed-size ring buffer of earlier samples' (local, global) features: the contrastive term's negatives."""
+
+    def __init__(self, size: int, dim: int):
+        self.features = torch.zeros(size, dim)
+        self.count = 0  # rows written so far (the buffer is full once count >= size)
+
+    def add(self, features: torch.Tensor) -> None:
+        features = features.detach().to(self.features)[-len(self.features) :]
+        rows = (self.count + torch.arange(len(features))) % len(self.features)
+        self.features[rows] = features
+        self.count += len(features)
+
+    def sample(self, n: int) -> torch.Tensor:
+        filled = min(self.count, len(self.features))
+        if filled == 0:
+            return self.features[:0]
+        return self.features[torch.randperm(filled)[:n]]
+
+    def state_dict(self) -> dict:
+        return {"features": self.features.clone(), "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.features, self.count = state["features"].clone(), int(state["count"])
+
+
+def contrastive_loss(
+    head: ProjectionHead, local: torch.Tensor, global_: torch.Tensor, negatives: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Instance discrimination: each sample's local view must pick its own global view among the batch and the bank."""
+    bank_local, bank_global = negatives.to(local).chunk(2, dim=1)
+    projected = head(torch.cat([local, bank_local, global_, bank_global]))
+    projected_local, projected_global = projected.chunk(2)
+    logits = projected_local @ projected_global.detach().T / temperature
+    labels = torch.arange(len(logits), device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))

@@ -1,0 +1,265 @@
+"""KiOPTrainer: alternate synthesis and knowledge storing on accelerate, training only the prompt.
+
+One round = one synthesis round per inverted model (each source, and the target itself in the data-free ``BF``
+mode), whose best batch joins that model's data bank, then ``kd_steps`` steps of SGD on the prompt:
+for each source k, T^2 KL(source_k(x) || map_k(target(rings_0..k(x)))) on x from source k's bank, plus the
+preservation term T^2 KL(target(x) || target(core(x))) on target-domain images (real in ``B``, synthetic in
+``BF``). Frozen models stay in eval mode and out of ``prepare``. With several processes each rank synthesises
+its own data (seeds differ per rank), the prompt's gradients are averaged, and only the main process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import partial
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .classifiers import FrozenClassifier
+from .configuration_kiop import TARGET_TASK
+from .data import dataset_tensors, to_unit_range
+from .losses import distillation_loss
+from .modeling_kiop import KiOPModel
+from .synthesis import DataBank, make_synthesizer
+from .training_args import KiOPTrainingArguments
+
+CHECKPOINTS = "checkpoints"
+
+
+class KiOPTrainer:
+    """Trains ``model``'s prompt to carry the knowledge of ``sources`` (task name -> frozen classifier).
+
+    Args:
+        model: the prompt around its frozen target (see ``KiOPModel.from_models``).
+        sources: the frozen source classifiers, by the task names of ``model.config``.
+        args: the run's ``KiOPTrainingArguments``.
+        preservation_images: for ``preservation="B"``: unlabelled real images of the target's domain, as a
+            ``datasets`` Dataset / DatasetDict, a saved dataset or image folder path, a Hub dataset id, or a
+            uint8/float tensor (N, C, H, W). Labels, if any, are ignored.
+    """
+
+    def __init__(
+        self,
+        model: KiOPModel,
+        sources: dict[str, FrozenClassifier],
+        args: KiOPTrainingArguments,
+        preservation_images=None,
+    ):
+        config = model.config
+        if sorted(sources) != sorted(config.source_names):
+            raise ValueError(f"the prompt serves sources {config.source_names}, but sources for {sorted(sources)} were given")
+        for name, source in sources.items():
+            expected = config.source(name)["class_names"]
+            if source.num_labels != len(expected):
+                raise ValueError(f"source {name!r} has {source.num_labels} classes; the prompt's label map expects {len(expected)}")
+        if args.preservation == "B" and preservation_images is None:
+            raise ValueError('preservation="B" needs preservation_images: unlabelled real images of the target\'s domain')
+        self.model = model
+        self.sources = sources
+        self.args = args
+        self.accelerator = Accelerator(
+            cpu=args.use_cpu,
+            log_with=args.report_to or None,
+            project_config=ProjectConfiguration(
+                project_dir=args.output_dir, automatic_checkpoint_naming=True, total_limit=args.save_total_limit
+            ),
+        )
+        self.preservation_images = preservation_images
+        self.history: list[dict] = []
+
+    # -- set-up -------------------------------------------------------------------------------------------------
+
+    def _inverted_models(self) -> dict[str, FrozenClassifier]:
+        """Each model with a synthesizer and a data bank: the sources, and the target itself in BF mode."""
+        inverted = dict(self.sources)
+        if self.args.preservation == "BF":
+            inverted[TARGET_TASK] = self.model.target
+        return inverted
+
+    def _preservation_bank(self) -> DataBank:
+        images = self.preservation_images
+        if not isinstance(images, torch.Tensor):
+            images, _ = dataset_tensors(images, self.model.config.image_size, self.model.config.num_channels)
+        bank = DataBank()
+        bank.add(images)
+        return bank
+
+    def _setup(self):
+        args, device = self.args, self.accelerator.device
+        set_seed(args.seed, device_specific=True)  # every rank synthesises different data
+        self.model.to(device)
+        for source in self.sources.values():
+            source.to(device)
+        kwargs = args.synthesizer_kwargs()
+        self.synthesizers = {name: make_synthesizer(args.synthesizer, m, **kwargs) for name, m in self._inverted_models().items()}
+        self.banks = {name: DataBank(args.data_bank_size) for name in self.synthesizers}
+        if args.preservation == "B":
+            self.banks[TARGET_TASK] = self._preservation_bank()
+        prompt = self.model.prompt
+        self.optimizer = torch.optim.SGD(
+            prompt.parameters(), lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=args.rounds * args.kd_steps)
+        # The prompt is tiny and called once per task per step, so its gradients are averaged by hand rather than
+        # through DDP; optimizer and scheduler are identical on every rank and checkpointed by accelerate.
+        self.accelerator.register_for_checkpointing(prompt, self.optimizer, self.scheduler)
+        self.round = 0
+
+    # -- the two periods ----------------------------------------------------------------------------------------
+
+    def synthesize(self) -> dict[str, float]:
+        """Synthesis period: one round per inverted model against the current prompt; best batch into its bank."""
+        prompt = self.model.prompt.requires_grad_(False)
+        losses = {}
+        for name, synthesizer in self.synthesizers.items():
+            self.banks[name].add(synthesizer.synthesize(partial(self.model, task=name)))
+            losses.update({f"synthesis/{name}/{term}": v for term, v in synthesizer.last_losses.items()})
+        prompt.requires_grad_(True)
+        return losses
+
+    def knowledge_storing_step(self) -> dict[str, float]:
+        """One SGD step on the prompt over every source's bank and the preservation images."""
+        args, device = self.args, self.accelerator.device
+        weights = args.source_weights or {}
+        losses = {}
+        for name, source in self.sources.items():
+            x = to_unit_range(self.banks[name].sample(args.batch_size)).to(device)
+            with torch.no_grad():
+                teacher = source(x)
+            losses[name] = weights.get(name, 1.0) * distillation_loss(self.model(x, task=name), teacher, args.temperature)
+        if args.preservation != "none":
+            x = to_unit_range(self.banks[TARGET_TASK].sample(args.batch_size)).to(device)
+            with torch.no_grad():
+                teacher = self.model.target(x)
+            student = self.model(x, task=TARGET_TASK)
+            losses[TARGET_TASK] = args.preservation_weight * distillation_loss(student, teacher, args.temperature)
+        loss = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        if self.accelerator.num_processes > 1:
+            for ring in self.model.prompt.rings:
+                ring.grad = self.accelerator.reduce(ring.grad, reduction="mean")
+        self.optimizer.step()
+        self.scheduler.step()
+        return {f"kd/{name}": value.item() for name, value in losses.items()} | {"kd/total": loss.item()}
+
+    # -- the run ------------------------------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: str | bool | None = None) -> KiOPModel:
+        """Run every round (from the last checkpoint if ``resume_from_checkpoint``), then save the prompt."""
+        args, accelerator = self.args, self.accelerator
+        self._setup()
+        if resume_from_checkpoint:
+            self._load_checkpoint(None if resume_from_checkpoint is True else resume_from_checkpoint)
+        if args.report_to:
+            accelerator.init_trackers("kiop", config={k: v for k, v in args.to_dict().items() if not isinstance(v, (dict, list))})
+        total = args.rounds * args.kd_steps
+        progress = tqdm(total=total, initial=self.round * args.kd_steps, disable=not accelerator.is_main_process, desc="KiOP")
+        while self.round < args.rounds:
+            logs = self.synthesize()
+            for step in range(args.kd_steps):
+                step_logs = self.knowledge_storing_step()
+                progress.update(1)
+                global_step = self.round * args.kd_steps + step + 1
+                if global_step % args.logging_steps == 0 or step == args.kd_steps - 1:
+                    progress.set_postfix(loss=f"{step_logs['kd/total']:.4f}")
+                    accelerator.log(step_logs | {"lr": self.scheduler.get_last_lr()[0]}, step=global_step)
+            logs |= step_logs | {"round": self.round + 1}
+            self.history.append(logs)
+            accelerator.log(logs, step=global_step)
+            self.round += 1
+            if self.round % args.save_every_rounds == 0 or self.round == args.rounds:
+                self._save_checkpoint()
+        progress.close()
+        self.save_model(args.output_dir)
+        accelerator.end_training()
+        return self.model
+
+    def save_model(self, output_dir: str | os.PathLike) -> None:
+        """Save the prompt (``save_pretrained``) and its model card; main process only."""
+        if self.accelerator.is_main_process:
+            from .model_card import write_model_card
+
+            self.model.save_pretrained(output_dir)
+            write_model_card(self.model, output_dir, args=self.args, history=self.history)
+        self.accelerator.wait_for_everyone()
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+
+    def _save_checkpoint(self) -> None:
+        """``accelerator.save_state`` (prompt, optimizer, scheduler, RNG), plus this rank's banks as safetensors."""
+        folder = Path(self.accelerator.save_state())
+        tensors, meta = {}, {"round": self.round, "history": self.history}
+        for name, bank in self.banks.items():
+            if bank.images is not None:
+                tensors[f"bank/{name}"] = bank.images.contiguous()
+        for name, synthesizer in self.synthesizers.items():
+            for key, value in _flatten(synthesizer.state_dict()).items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"synthesizer/{name}/{key}"] = value.contiguous()
+                else:
+                    meta[f"synthesizer/{name}/{key}"] = value
+        rank = self.accelerator.process_index
+        save_file(tensors, folder / f"run_state_{rank}.safetensors")
+        (folder / f"run_state_{rank}.json").write_text(json.dumps(meta))
+        self.accelerator.wait_for_everyone()
+
+    def _load_checkpoint(self, folder: str | None) -> None:
+        folder = Path(folder) if folder else latest_checkpoint(self.args.output_dir)
+        if folder is None:
+            raise FileNotFoundError(f"no checkpoint to resume from under {Path(self.args.output_dir) / CHECKPOINTS}")
+        self.accelerator.load_state(str(folder))
+        rank = self.accelerator.process_index
+        tensors = load_file(folder / f"run_state_{rank}.safetensors")
+        meta = json.loads((folder / f"run_state_{rank}.json").read_text())
+        self.round, self.history = meta["round"], meta["history"]
+        for name, bank in self.banks.items():
+            if f"bank/{name}" in tensors:
+                bank.images = tensors[f"bank/{name}"]
+        for name, synthesizer in self.synthesizers.items():
+            prefix = f"synthesizer/{name}/"
+            flat = {k[len(prefix) :]: v for k, v in (tensors | meta).items() if k.startswith(prefix)}
+            if flat:
+                synthesizer.load_state_dict(_unflatten(flat))
+        match = re.search(r"(\d+)$", folder.name)
+        if match:  # later automatic checkpoints continue the numbering
+            self.accelerator.project_configuration.iteration = int(match.group(1)) + 1
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint (its run state is written last, so a run killed mid-save is skipped)."""
+    folder = Path(output_dir) / CHECKPOINTS
+    found = [
+        p for p in folder.glob("checkpoint_*")
+        if re.fullmatch(r"checkpoint_\d+", p.name) and (p / "run_state_0.json").is_file()
+    ]  # fmt: skip
+    return max(found, key=lambda p: int(p.name.split("_")[1]), default=None)
+
+
+def _flatten(state: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}/")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _unflatten(flat: dict) -> dict:
+    state: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = state
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return state
+

@@ -1,0 +1,86 @@
+"""Arguments of a KiOP run, in the style of transformers' TrainingArguments and TRL's configs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+PRESERVATION_MODES = ("BF", "B", "none")
+
+
+@dataclass
+class KiOPTrainingArguments:
+    """Everything that defines a KiOP run; defaults are the reference schedule of the method (see the docs).
+
+    A run alternates, for ``rounds`` rounds, one synthesis round per inverted model (``synthesis_steps`` generator
+    steps) with ``kd_steps`` knowledge-storing steps on the prompt.
+    """
+
+    output_dir: str
+    # Schedule
+    rounds: int = 100
+    synthesis_steps: int = 200
+    kd_steps: int = 400
+    batch_size: int = 128
+    seed: int = 0
+    # Knowledge storing (SGD on the prompt only, cosine decay over all KD steps)
+    learning_rate: float = 0.8
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    temperature: float = 20.0
+    source_weights: dict[str, float] | None = None
+    # Preservation of the target's own task: "BF" inverts the target (data-free), "B" uses real unlabelled
+    # target-domain images passed to the trainer, "none" trains without the term.
+    preservation: str = "BF"
+    preservation_weight: float = 1.0
+    # Synthesis
+    synthesizer: str = "cmi"
+    synthesis_lr: float = 0.01
+    bn_weight: float = 1.0
+    oh_weight: float = 1.0
+    adv_weight: float = 0.5
+    cr_weight: float = 0.8
+    cr_temperature: float = 0.6
+    memory_bank_size: int = 40_960
+    num_negatives: int = 4_096
+    head_dim: int = 256
+    data_bank_size: int | None = None
+    # Checkpoints, logging, hardware
+    save_every_rounds: int = 1
+    save_total_limit: int | None = 2
+    logging_steps: int = 50
+    report_to: list[str] = field(default_factory=list)
+    use_cpu: bool = False
+
+    def __post_init__(self):
+        if self.preservation not in PRESERVATION_MODES:
+            raise ValueError(f"preservation must be one of {PRESERVATION_MODES}, got {self.preservation!r}")
+        for name in ("rounds", "kd_steps", "batch_size", "save_every_rounds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.synthesis_steps < 0:
+            raise ValueError(f"synthesis_steps must be non-negative, got {self.synthesis_steps}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+
+    def synthesizer_kwargs(self) -> dict:
+        """Keyword arguments for ``make_synthesizer`` (method-specific ones only where the method takes them)."""
+        common = {
+            "batch_size": self.batch_size,
+            "steps": self.synthesis_steps,
+            "bn_weight": self.bn_weight,
+            "oh_weight": self.oh_weight,
+            "adv_weight": self.adv_weight,
+        }
+        if self.synthesizer == "cmi":
+            return common | {
+                "lr": self.synthesis_lr,
+                "cr_weight": self.cr_weight,
+                "temperature": self.cr_temperature,
+                "bank_size": self.memory_bank_size,
+                "num_negatives": self.num_negatives,
+                "head_dim": self.head_dim,
+            }
+        return common
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,161 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features
+from datasets import Image as ImageFeature
+from PIL import Image
+
+from kiop_hf import KiOPModel, load_classifier
+from kiop_hf.trainer import KiOPTrainer, latest_checkpoint
+from kiop_hf.training_args import KiOPTrainingArguments
+
+TINY = dict(
+    rounds=2, synthesis_steps=2, kd_steps=3, batch_size=8, memory_bank_size=64, num_negatives=16, head_dim=16,
+    logging_steps=1, use_cpu=True,
+)  # fmt: skip
+
+
+def tiny_run(transformers_folder, timm_folder, output_dir, images=None, **overrides):
+    target, source = load_classifier(transformers_folder), load_classifier(timm_folder)
+    model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
+    args = KiOPTrainingArguments(output_dir=str(output_dir), **(TINY | overrides))
+    return KiOPTrainer(model, {"gray": source}, args, preservation_images=images)
+
+
+def snapshot(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.parametrize("synthesizer", ["cmi", "deepinversion"])
+def test_data_free_run_trains_only_the_prompt_and_saves_a_loadable_prompt(
+    synthesizer, transformers_folder, timm_folder, tmp_path
+):
+    trainer = tiny_run(transformers_folder, timm_folder, tmp_path, synthesizer=synthesizer)
+    frozen = {"target": snapshot(trainer.model.target), "source": snapshot(trainer.sources["gray"])}
+    before = [ring.detach().clone() for ring in trainer.model.prompt.rings]
+    model = trainer.train()
+
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.prompt.rings))
+    for name, module in (("target", model.target), ("source", trainer.sources["gray"])):
+        assert not module.training
+        after = module.state_dict()
+        assert all(torch.equal(after[k], v) for k, v in frozen[name].items()), f"the frozen {name} changed"
+    # BF: one bank per inverted model (source and target), one best batch per round each
+    assert {name: len(bank) for name, bank in trainer.banks.items()} == {"gray": 16, "target": 16}
+    assert set(trainer.history[-1]) >= {"kd/gray", "kd/target", "kd/total", "synthesis/gray/bn", "round"}
+
+    assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in tmp_path.iterdir()}
+    reloaded = KiOPModel.from_pretrained(tmp_path)
+    images = torch.rand(2, 1, 32, 32)
+    assert torch.equal(reloaded(images, task="gray"), model(images, task="gray"))
+
+
+def random_image_dataset(n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    images = [Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)) for _ in range(n)]
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["x", "y"])})
+    return Dataset.from_dict({"image": images, "label": [i % 2 for i in range(n)]}, features=features)
+
+
+def test_preservation_with_real_unlabelled_images_from_a_dataset_or_an_image_folder(
+    transformers_folder, timm_folder, tmp_path
+):
+    dataset = random_image_dataset()
+    trainer = tiny_run(transformers_folder, timm_folder, tmp_path / "dataset", preservation="B", images=dataset, rounds=1)
+    trainer.train()
+    assert len(trainer.banks["target"]) == 24  # the real images, resized to the prompt's 32x32 input
+    assert trainer.banks["target"].images.shape[1:] == (3, 32, 32)
+    assert "target" not in trainer.synthesizers  # B mode does not invert the target
+
+    folder = tmp_path / "images" / "train"
+    folder.mkdir(parents=True)
+    for i, image in enumerate(dataset["image"][:10]):
+        image.save(folder / f"{i}.png")
+    trainer = tiny_run(transformers_folder, timm_folder, tmp_path / "folder", preservation="B", images=folder.parent, rounds=1)
+    trainer.train()
+    assert len(trainer.banks["target"]) == 10
+
+
+def test_b_mode_without_images_and_mismatched_sources_are_refused(transformers_folder, timm_folder, tmp_path):
+    with pytest.raises(ValueError, match='preservation="B" needs preservation_images'):
+        tiny_run(transformers_folder, timm_folder, tmp_path, preservation="B")
+    target, source = load_classifier(transformers_folder), load_classifier(timm_folder)
+    model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
+    with pytest.raises(ValueError, match=r"serves sources \['gray'\]"):
+        KiOPTrainer(model, {"other": source}, KiOPTrainingArguments(output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="preservation must be one of"):
+        KiOPTrainingArguments(output_dir=str(tmp_path), preservation="C")
+
+
+RUN_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from kiop_hf import KiOPModel, load_classifier
+    from kiop_hf.trainer import KiOPTrainer
+    from kiop_hf.training_args import KiOPTrainingArguments
+
+    target_dir, source_dir, output_dir, rounds, resume = sys.argv[1:6]
+    target, source = load_classifier(target_dir), load_classifier(source_dir)
+    model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
+    args = KiOPTrainingArguments(
+        output_dir=output_dir, rounds=int(rounds), synthesis_steps=4, kd_steps=20, batch_size=8,
+        memory_bank_size=64, num_negatives=16, head_dim=16, use_cpu=True, save_total_limit=None,
+    )
+    KiOPTrainer(model, {"gray": source}, args).train(resume_from_checkpoint=resume == "resume")
+    """
+)
+
+
+def run_script(*args):
+    return subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_killed_run_resumed_from_its_last_checkpoint_ends_like_an_uninterrupted_one(
+    transformers_folder, timm_folder, tmp_path
+):
+    from safetensors.torch import load_file
+
+    rounds = 6
+    assert run_script(transformers_folder, timm_folder, tmp_path / "straight", rounds, "fresh").wait() == 0
+
+    interrupted = run_script(transformers_folder, timm_folder, tmp_path / "killed", rounds, "fresh")
+    deadline = time.time() + 120
+    while latest_checkpoint(tmp_path / "killed") is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(interrupted.pid, signal.SIGKILL)
+    assert interrupted.wait() == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "model.safetensors").exists()  # it really died before the end
+
+    assert run_script(transformers_folder, timm_folder, tmp_path / "killed", rounds, "resume").wait() == 0
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    resumed = load_file(tmp_path / "killed" / "model.safetensors")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def _two_process_run(target_dir, source_dir, output_dir):
+    import torch.distributed as dist
+
+    trainer = tiny_run(target_dir, source_dir, output_dir, rounds=1)
+    model = trainer.train()
+    rings = torch.cat([ring.detach().flatten() for ring in model.prompt.rings])
+    gathered = [torch.empty_like(rings) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, rings)
+    assert torch.equal(gathered[0], gathered[1]), "ranks ended with different prompts"
+    banks = trainer.banks["gray"].images
+    others = [torch.empty_like(banks) for _ in range(2)]
+    dist.all_gather(others, banks)
+    assert not torch.equal(others[0], others[1]), "both ranks synthesised the same data"
+
+
+def test_two_processes_synthesise_different_data_and_keep_one_prompt(transformers_folder, timm_folder, tmp_path):
+    from accelerate import debug_launcher
+
+    debug_launcher(lambda: _two_process_run(transformers_folder, timm_folder, tmp_path), num_processes=2)
+    assert (tmp_path / "model.safetensors").is_file()
