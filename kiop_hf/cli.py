@@ -70,6 +70,15 @@ def _train(args: argparse.Namespace) -> None:
     run_kiop(job)
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import evaluate_tasks
+    from .modeling_kiop import KiOPModel
+
+    model = KiOPModel.from_pretrained(args.prompt, revision=args.revision)
+    for key, value in evaluate_tasks(model, _pairs(args.eval, "--eval"), limit=args.eval_limit).items():
+        print(f"{key:>28}: {value:.4f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="kiop-hf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +107,13 @@ def main(argv: list[str] | None = None) -> None:
         kind = {"int": int, "float": float, "str": str}[str(types[name])]
         train.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"KiOPTrainingArguments.{name}")
     train.set_defaults(func=_train)
+
+    evaluate = commands.add_parser("evaluate", help="accuracy of a saved or published prompt on labelled test sets")
+    evaluate.add_argument("prompt", help="prompt folder or Hub id")
+    evaluate.add_argument("--revision", help="prompt revision (branch, tag or commit)")
+    evaluate.add_argument("--eval", action="append", required=True, metavar="TASK=DATASET", help="test set of a task (repeat)")
+    evaluate.add_argument("--eval-limit", type=int, help="evaluate on at most this many test images per task")
+    evaluate.set_defaults(func=_evaluate)
     args = parser.parse_args(argv)
     args.func(args)
 

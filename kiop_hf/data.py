@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 
@@ -64,8 +63,3 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float pixels in [0, 1]; float images pass unchanged."""
     return images.float().div(255.0) if images.dtype == torch.uint8 else images
 
-
-def resize_batch(images: torch.Tensor, image_size: int) -> torch.Tensor:
-    if images.shape[-1] == image_size and images.shape[-2] == image_size:
-        return images
-    return F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)

@@ -158,6 +158,8 @@ class KiOPTrainer:
         self._setup()
         if resume_from_checkpoint:
             self._load_checkpoint(None if resume_from_checkpoint is True else resume_from_checkpoint)
+        else:
+            self._continue_checkpoint_numbering(latest_checkpoint(args.output_dir, complete_only=False))
         if args.report_to:
             accelerator.init_trackers("kiop", config={k: v for k, v in args.to_dict().items() if not isinstance(v, (dict, list))})
         total = args.rounds * args.kd_steps
@@ -228,17 +230,22 @@ class KiOPTrainer:
             flat = {k[len(prefix) :]: v for k, v in (tensors | meta).items() if k.startswith(prefix)}
             if flat:
                 synthesizer.load_state_dict(_unflatten(flat))
-        match = re.search(r"(\d+)$", folder.name)
-        if match:  # later automatic checkpoints continue the numbering
+        self._continue_checkpoint_numbering(folder)
+
+    def _continue_checkpoint_numbering(self, last: Path | None) -> None:
+        """Number new checkpoints after ``last``, so a new or resumed run never collides with existing ones."""
+        match = re.search(r"(\d+)$", last.name) if last is not None else None
+        if match:
             self.accelerator.project_configuration.iteration = int(match.group(1)) + 1
 
 
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint (its run state is written last, so a run killed mid-save is skipped)."""
+def latest_checkpoint(output_dir: str | os.PathLike, complete_only: bool = True) -> Path | None:
+    """The newest checkpoint; complete ones only by default (the run state is written last, so a run killed
+    mid-save leaves an incomplete folder that resuming skips)."""
     folder = Path(output_dir) / CHECKPOINTS
     found = [
         p for p in folder.glob("checkpoint_*")
-        if re.fullmatch(r"checkpoint_\d+", p.name) and (p / "run_state_0.json").is_file()
+        if re.fullmatch(r"checkpoint_\d+", p.name) and (not complete_only or (p / "run_state_0.json").is_file())
     ]  # fmt: skip
     return max(found, key=lambda p: int(p.name.split("_")[1]), default=None)
 

@@ -43,6 +43,7 @@ class KiOPTrainingArguments:
     memory_bank_size: int = 40_960
     num_negatives: int = 4_096
     head_dim: int = 256
+    reset_generator: bool = True
     data_bank_size: int | None = None
     # Checkpoints, logging, hardware
     save_every_rounds: int = 1
@@ -79,6 +80,7 @@ class KiOPTrainingArguments:
                 "bank_size": self.memory_bank_size,
                 "num_negatives": self.num_negatives,
                 "head_dim": self.head_dim,
+                "reset_generator": self.reset_generator,
             }
         return common
 

@@ -8,20 +8,32 @@ from torch import nn
 
 
 class BatchNormStatistics:
-    """Forward hooks on every BatchNorm layer of a frozen model.
+    """Records the inputs of every BatchNorm layer of a frozen model, while used as a context manager.
 
-    After a forward pass, ``loss()`` is the DeepInversion prior (distance of the batch mean and variance of each
-    layer's input to the layer's running statistics) and ``features()`` the per-sample spatial means of those
-    inputs, concatenated over layers (the features CMI contrasts).
+    After a forward pass inside ``with statistics:``, ``loss()`` is the DeepInversion prior (distance of the batch
+    mean and variance of each layer's input to the layer's running statistics) and ``features()`` the per-sample
+    spatial means of those inputs, concatenated over layers (the features CMI contrasts). Outside the block no
+    hook is attached, so the model's other users (knowledge storing, evaluation) pay nothing and keep nothing.
     """
 
     def __init__(self, model: nn.Module):
+        self.model = model
         self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
         self._inputs: list[torch.Tensor] = []
-        self._handles = [layer.register_forward_hook(self._record) for layer in self.layers]
+        self._handles: list = []
 
     def __len__(self) -> int:
         return len(self.layers)
+
+    def __enter__(self) -> BatchNormStatistics:
+        self._handles = [layer.register_forward_hook(self._record) for layer in self.layers]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self.clear()
 
     @property
     def feature_dim(self) -> int:
@@ -43,10 +55,6 @@ class BatchNormStatistics:
 
     def features(self) -> torch.Tensor:
         return torch.cat([x.flatten(2).mean(dim=2) if x.ndim > 2 else x for x in self._inputs], dim=1)
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
 
 
 class ProjectionHead(nn.Module):

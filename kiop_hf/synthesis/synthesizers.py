@@ -80,6 +80,10 @@ class Synthesizer(ABC):
         return random_resized_crop(images, scale=(0.85, 1.0))
 
     def synthesize(self, student: Student) -> torch.Tensor:
+        with self.statistics:
+            return self._synthesize(student)
+
+    def _synthesize(self, student: Student) -> torch.Tensor:
         device = self.model.mean.device
         optimizer = torch.optim.Adam(self._start_round(device), betas=(0.5, 0.999))
         labels = torch.randint(self.model.num_labels, (self.batch_size,), device=device)
@@ -99,7 +103,8 @@ class Synthesizer(ABC):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        self.last_losses = {name: float(value) for name, value in losses.items()} | {"total": best_loss}
+        self.last_losses = {name: float(torch.as_tensor(value).detach()) for name, value in losses.items()}
+        self.last_losses["total"] = best_loss
         self.statistics.clear()
         self._end_round(best)
         return best
@@ -114,7 +119,9 @@ class Synthesizer(ABC):
 class CMISynthesizer(Synthesizer):
     """Contrastive model inversion (Fang et al. 2021), the synthesizer of KiOP's research code.
 
-    A generator is re-initialised every round and optimised with its latent batch. A contrastive term
+    A generator is optimised with its latent batch each round; the method re-initialises it every round
+    (``reset_generator=True``), while keeping it across rounds (only the latent batch is new) reaches good samples
+    in far fewer steps per round. A contrastive term
     (``cr_weight``) makes each sample's local view recognise its own global view on projected per-layer feature
     means, against negatives from a memory bank of earlier rounds' samples, which keeps the data bank diverse.
     """
@@ -130,10 +137,13 @@ class CMISynthesizer(Synthesizer):
         num_negatives: int = 4_096,
         head_dim: int = 256,
         head_lr: float = 1e-3,
+        reset_generator: bool = True,
         **kwargs,
     ):
         super().__init__(model, **kwargs)
         self.latent_dim = latent_dim
+        self.reset_generator = reset_generator
+        self.generator: Generator | None = None
         self.weights["cr"] = cr_weight
         self.temperature = temperature
         self.num_negatives = num_negatives
@@ -151,7 +161,8 @@ class CMISynthesizer(Synthesizer):
 
     def _start_round(self, device):
         channels, size, _ = self.image_shape
-        self.generator = Generator(self.latent_dim, size, channels).to(device).train()
+        if self.reset_generator or self.generator is None:
+            self.generator = Generator(self.latent_dim, size, channels).to(device).train()
         self.z = torch.randn(self.batch_size, self.latent_dim, device=device, requires_grad=True)
         groups = [{"params": [*self.generator.parameters(), self.z], "lr": self.lr}]
         if self.contrastive:
@@ -186,14 +197,21 @@ class CMISynthesizer(Synthesizer):
         self.statistics.clear()
 
     def state_dict(self):
-        if not self.contrastive:
-            return {}
-        return {"head": self.head.state_dict(), "memory": self.memory.state_dict()}
+        state = {}
+        if self.contrastive:
+            state |= {"head": self.head.state_dict(), "memory": self.memory.state_dict()}
+        if not self.reset_generator and self.generator is not None:
+            state["generator"] = self.generator.state_dict()
+        return state
 
     def load_state_dict(self, state):
         if self.contrastive:
             self.head.load_state_dict(state["head"])
             self.memory.load_state_dict(state["memory"])
+        if "generator" in state:
+            channels, size, _ = self.image_shape
+            self.generator = Generator(self.latent_dim, size, channels).to(self.model.mean.device)
+            self.generator.load_state_dict(state["generator"])
 
 
 class DeepInversionSynthesizer(Synthesizer):

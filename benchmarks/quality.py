@@ -1,0 +1,222 @@
+"""Quality benchmark: one zoo source into the zoo target, every row with the same budget.
+
+Rows: the untrained prompt; KiOP-B (preservation on real unlabelled target images); KiOP-BF (fully data-free);
+the same prompt trained on the source's real labelled data (the data-rich upper bound of visual reprogramming);
+and classic data-free distillation of the source into a fresh small student (a whole network stored).
+Columns: source accuracy on its real test set, target retention (own-task accuracy with the core ring, and its
+drop against the unprompted target), trainable parameters, bytes stored, wall time.
+
+    python benchmarks/quality.py                 # the default budget (about 20 minutes on 2 CPU cores)
+    python benchmarks/quality.py --rounds 4 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from kiop_hf import KiOPModel, load_classifier
+from kiop_hf.configuration_kiop import TARGET_TASK
+from kiop_hf.data import dataset_tensors, to_unit_range
+from kiop_hf.evaluation import evaluate_tasks, predict
+from kiop_hf.losses import distillation_loss
+from kiop_hf.synthesis import DataBank, make_synthesizer
+from kiop_hf.trainer import KiOPTrainer
+from kiop_hf.training_args import KiOPTrainingArguments
+from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default="fashion-mnist-resnet", help="zoo source model")
+    parser.add_argument("--target", default="letters-resnet10t", help="zoo target model")
+    parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
+    parser.add_argument("--ring-sizes", type=int, nargs="+", default=[36, 64])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--synthesis-steps", type=int, default=30)
+    parser.add_argument("--kd-steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--bn-weight", type=float, default=0.1, help="BatchNorm prior weight (reference: 1.0)")
+    parser.add_argument("--reset-generator", action="store_true", help="re-initialise the generator every round")
+    parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the table as JSON to this file")
+    return parser.parse_args()
+
+
+def file_bytes(path: Path) -> int:
+    return (path / "model.safetensors").stat().st_size
+
+
+class Bench:
+    """The zoo models, their real data and the shared budget."""
+
+    def __init__(self, args):
+        self.args = args
+        root = Path(args.zoo_root)
+        specs = {spec.name: spec for spec in REFERENCE_ZOO}
+        source_spec, target_spec = specs[args.source], specs[args.target]
+        build_zoo(root, [source_spec, target_spec])
+        self.task = source_spec.dataset
+        self.source = load_classifier(root / args.source)
+        self.target = load_classifier(root / args.target)
+        self.source_data = dataset_path(root, source_spec.dataset)
+        self.target_data = dataset_path(root, target_spec.dataset)
+        limit = args.eval_limit
+        self.tests = {
+            self.task: dataset_tensors(self.source_data, 32, self.source.num_channels, "test", limit),
+            TARGET_TASK: dataset_tensors(self.target_data, 32, self.target.num_channels, "test", limit),
+        }
+        self.workdir = Path(tempfile.mkdtemp(prefix="kiop-quality-"))
+
+    def fresh_model(self) -> KiOPModel:
+        return KiOPModel.from_models(
+            self.target, {self.task: self.source}, image_size=32, ring_sizes=self.args.ring_sizes, seed=self.args.seed
+        )
+
+    def training_args(self, name: str, preservation: str) -> KiOPTrainingArguments:
+        a = self.args
+        return KiOPTrainingArguments(
+            output_dir=str(self.workdir / name), rounds=a.rounds, synthesis_steps=a.synthesis_steps, kd_steps=a.kd_steps,
+            batch_size=a.batch_size, preservation=preservation, seed=a.seed, memory_bank_size=4096, num_negatives=1024,
+            bn_weight=a.bn_weight, reset_generator=a.reset_generator, save_every_rounds=a.rounds, use_cpu=True,
+        )  # fmt: skip
+
+    def prompt_row(self, name: str, model: KiOPModel, seconds: float) -> dict:
+        model.save_pretrained(self.workdir / name)
+        scores = evaluate_tasks(model, self.tests)
+        return {
+            "method": name,
+            "source_accuracy": scores[self.task],
+            "target_accuracy": scores[TARGET_TASK],
+            "retention_drop_points": scores["target/retention_drop"],
+            "trainable_parameters": model.prompt.num_parameters(),
+            "bytes_stored": file_bytes(self.workdir / name),
+            "wall_seconds": round(seconds, 1),
+        }
+
+    # -- rows -----------------------------------------------------------------------------------------------------
+
+    def untrained(self) -> dict:
+        return self.prompt_row("untrained prompt", self.fresh_model(), 0.0)
+
+    def kiop(self, preservation: str) -> dict:
+        torch.manual_seed(self.args.seed)
+        model, start = self.fresh_model(), time.perf_counter()
+        images = self.target_data if preservation == "B" else None
+        trainer = KiOPTrainer(model, {self.task: self.source}, self.training_args(preservation, preservation), images)
+        trainer.train()
+        return self.prompt_row(f"KiOP-{preservation}", model, time.perf_counter() - start)
+
+    def real_data_prompt(self) -> dict:
+        """The same prompt and optimiser on real labelled source data (cross-entropy) and real target images."""
+        a = self.args
+        torch.manual_seed(a.seed)
+        model, start = self.fresh_model(), time.perf_counter()
+        images, labels = dataset_tensors(self.source_data, 32, self.source.num_channels, "train")
+        preservation = DataBank()
+        preservation.add(dataset_tensors(self.target_data, 32, self.target.num_channels, "train")[0])
+        steps = a.rounds * a.kd_steps
+        training = self.training_args("real", "B")
+        optimizer = torch.optim.SGD(
+            model.prompt.parameters(), lr=training.learning_rate, momentum=training.momentum, weight_decay=training.weight_decay
+        )
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+        for _ in range(steps):
+            batch = torch.randint(len(images), (a.batch_size,))
+            loss = F.cross_entropy(model(to_unit_range(images[batch]), task=self.task), labels[batch])
+            x = to_unit_range(preservation.sample(a.batch_size))
+            with torch.no_grad():
+                teacher = self.target(x)
+            loss = loss + distillation_loss(model(x), teacher, training.temperature)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        return self.prompt_row("real-data prompt (upper bound)", model, time.perf_counter() - start)
+
+    def dfkd_student(self) -> dict:
+        """CMI data-free distillation of the source into a fresh small student, same rounds and steps."""
+        import timm
+
+        a = self.args
+        torch.manual_seed(a.seed)
+        start = time.perf_counter()
+        network = timm.create_model("test_resnet", num_classes=self.source.num_labels, in_chans=self.source.num_channels)
+        mean, std = self.source.mean, self.source.std
+        student = lambda x: network((x - mean) / std)  # noqa: E731
+        training = self.training_args("dfkd", "none")
+        synthesizer = make_synthesizer("cmi", self.source, **training.synthesizer_kwargs())
+        bank = DataBank()
+        optimizer = torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, a.rounds * a.kd_steps)
+        for _ in range(a.rounds):
+            network.eval()
+            bank.add(synthesizer.synthesize(student))
+            network.train()
+            for _ in range(a.kd_steps):
+                x = bank.sample(a.batch_size)
+                with torch.no_grad():
+                    teacher = self.source(x)
+                loss = distillation_loss(student(x), teacher, temperature=training.temperature)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+        network.eval()
+        seconds = time.perf_counter() - start
+        images, labels = self.tests[self.task]
+        accuracy = (predict(student, images, torch.device("cpu")) == labels).float().mean().item()
+        from safetensors.torch import save_file
+
+        path = self.workdir / "dfkd" / "model.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in network.state_dict().items()}, path)
+        return {
+            "method": "DFKD student (CMI, test_resnet)",
+            "source_accuracy": accuracy,
+            "target_accuracy": None,
+            "retention_drop_points": None,
+            "trainable_parameters": sum(p.numel() for p in network.parameters()),
+            "bytes_stored": path.stat().st_size,
+            "wall_seconds": round(seconds, 1),
+        }
+
+
+def format_row(r: dict) -> str:
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    return (
+        f"{r['method']:<34}{fmt(r['source_accuracy'], '.2%'):>11}{fmt(r['target_accuracy'], '.2%'):>11}"
+        f"{fmt(r['retention_drop_points'], '.2f'):>11}{r['trainable_parameters']:>10,}{r['bytes_stored']:>11,}"
+        f"{r['wall_seconds']:>9.1f}"
+    )
+
+
+def main():
+    args = parse_args()
+    bench = Bench(args)
+    header = (
+        f"{args.source} -> {args.target}, rings {[32, *args.ring_sizes]}, {args.rounds} rounds x "
+        f"({args.synthesis_steps} synthesis + {args.kd_steps} KD steps), batch {args.batch_size}; "
+        f"the target has {sum(p.numel() for p in bench.target.parameters()):,} parameters"
+    )
+    columns = f"{'method':<34}{'source acc':>11}{'target acc':>11}{'drop (pts)':>11}{'params':>10}{'bytes':>11}{'wall s':>9}"
+    rows = []
+    for run in (bench.untrained, lambda: bench.kiop("B"), lambda: bench.kiop("BF"), bench.real_data_prompt, bench.dfkd_student):
+        rows.append(run())
+        print(f"[row] {format_row(rows[-1])}", flush=True)  # each row as soon as it is measured
+        if args.json:
+            Path(args.json).write_text(json.dumps({"setting": vars(args), "rows": rows}, indent=2) + "\n")
+    print(f"\n{header}\n{columns}")
+    for row in rows:
+        print(format_row(row))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+import json
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, Features
+from datasets import Image as ImageFeature
+from PIL import Image
+
+from kiop_hf import KiOPModel
+from kiop_hf.cli import main
+from kiop_hf.data import dataset_tensors
+from kiop_hf.evaluation import evaluate_tasks
+
+
+def labelled_dataset(folder, num_classes, mode, n=20, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (32, 32) if mode == "L" else (32, 32, 3)
+    images = [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode) for _ in range(n)]
+    features = Features({"image": ImageFeature(), "label": ClassLabel(num_classes=num_classes)})
+    split = Dataset.from_dict({"image": images, "label": [i % num_classes for i in range(n)]}, features=features)
+    DatasetDict(train=split, test=split).save_to_disk(folder)
+    return folder
+
+
+def test_train_then_evaluate_from_the_command_line(transformers_folder, timm_folder, tmp_path, capsys):
+    source_test = labelled_dataset(tmp_path / "gray_test", 10, "L")
+    target_test = labelled_dataset(tmp_path / "rgb_test", 12, "RGB")
+    output = tmp_path / "prompt"
+    main([
+        "train", "--target", str(transformers_folder), "--source", f"gray={timm_folder}",
+        "--eval", f"gray={source_test}", "--eval", f"target={target_test}", "--output-dir", str(output),
+        "--ring-sizes", "36", "40", "--rounds", "1", "--synthesis-steps", "2", "--kd-steps", "2", "--batch-size", "8",
+        "--cpu",
+    ])  # fmt: skip
+    results = json.loads((output / "results.json").read_text())
+    assert set(results) >= {"gray", "target", "target/unprompted", "target/retention_drop", "train_seconds"}
+    card = (output / "README.md").read_text()
+    assert "library_name: kiop_hf" in card and "| gray |" in card
+
+    main(["evaluate", str(output), "--eval", f"gray={source_test}"])
+    printed = capsys.readouterr().out
+    model = KiOPModel.from_pretrained(output)
+    expected = evaluate_tasks(model, {"gray": source_test})["gray"]
+    assert f"gray: {expected:.4f}" in printed
+    assert expected == results["gray"]
+
+
+def test_evaluate_tasks_counts_correct_top1_predictions(transformers_folder, timm_folder, tmp_path):
+    from kiop_hf import load_classifier
+
+    target, source = load_classifier(transformers_folder), load_classifier(timm_folder)
+    model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
+    images, labels = dataset_tensors(labelled_dataset(tmp_path / "d", 10, "L"), 32, 1, "test")
+    predictions = model(images.float() / 255, task="gray").argmax(-1)
+    rgb_images = images.expand(-1, 3, -1, -1)
+    results = evaluate_tasks(model, {"gray": (images, labels), "target": (rgb_images, labels)})
+    assert results["gray"] == (predictions == labels).sum().item() / len(labels)
+    own = (target(rgb_images.float() / 255).argmax(-1) == labels).sum().item() / len(labels)
+    assert results["target/unprompted"] == own
+    assert torch.isclose(torch.tensor(results["target/retention_drop"]), torch.tensor(100 * (own - results["target"])))
