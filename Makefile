@@ -13,7 +13,7 @@ $(STAMP): setup.py constraints.txt .ci/apt-packages.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	kiop-hf zoo
+	kiop-hf train
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q tests
