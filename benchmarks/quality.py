@@ -6,7 +6,7 @@ and classic data-free distillation of the source into a fresh small student (a w
 Columns: source accuracy on its real test set, target retention (own-task accuracy with the core ring, and its
 drop against the unprompted target), trainable parameters, bytes stored, wall time.
 
-    python benchmarks/quality.py                 # the default budget (about 20 minutes on 2 CPU cores)
+    python benchmarks/quality.py                 # the default budget (10 rounds of 30 + 40 steps per row)
     python benchmarks/quality.py --rounds 4 --json results.json
 """
 
