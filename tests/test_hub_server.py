@@ -8,7 +8,6 @@ import torch
 from huggingface_hub import constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
-from .hub_fixtures import hub  # noqa: F401
 
 
 def downloaded(filename: str) -> bool:
