@@ -31,6 +31,8 @@ class KiOPPromptConfig(PretrainedConfig):
             ``revision``, ``class_names``, ``label_map`` (the target class read for each source class; disjoint
             across sources), and the ``num_channels`` / ``image_size`` of the source's images.
         label_mapping: how the label maps were chosen (recorded for reproducibility).
+        data_regime: what the prompt was trained on, set by the trainer: ``{"transfer": "synthetic" |
+            "unlabelled" | "mixed", "preservation": "BF" | "B" | "none"}``.
     """
 
     model_type = "kiop_prompt"
@@ -50,6 +52,7 @@ class KiOPPromptConfig(PretrainedConfig):
         target_class_names: list[str] | None = None,
         sources: list[dict[str, Any]] | None = None,
         label_mapping: str = "random",
+        data_regime: dict[str, str] | None = None,
         **kwargs,
     ):
         self.image_size = image_size
@@ -65,6 +68,7 @@ class KiOPPromptConfig(PretrainedConfig):
         self.target_class_names = None if target_class_names is None else list(target_class_names)
         self.sources = [_normalise_source(source, num_channels, image_size) for source in sources or []]
         self.label_mapping = label_mapping
+        self.data_regime = data_regime
         super().__init__(**kwargs)
         self.check()
 

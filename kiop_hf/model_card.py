@@ -18,9 +18,15 @@ def card_template() -> str:
 def _training_summary(args, history: list[dict] | None) -> dict:
     if args is None:
         return {}
-    data_regime = {"BF": "data-free (target inverted too)", "B": "unlabelled real target-domain images", "none": "data-free, no preservation"}
+    transfer = {
+        "synthetic": "synthetic (each source inverted; data-free)",
+        "unlabelled": "real unlabelled images",
+        "mixed": "synthetic and real unlabelled images",
+    }
+    preservation = {"BF": "synthetic (target inverted; data-free)", "B": "real unlabelled target-domain images", "none": "none"}
     summary = {
-        "data regime": data_regime[args.preservation],
+        "source knowledge read from": transfer[args.transfer_data],
+        "target task preserved with": preservation[args.preservation],
         "synthesis method": args.synthesizer,
         "rounds": args.rounds,
         "synthesis steps per round": args.synthesis_steps,

@@ -2,7 +2,8 @@
 
 One round = one synthesis round per inverted model (each source, and the target itself in the data-free ``BF``
 mode), whose best batch joins that model's data bank, then ``kd_steps`` steps of SGD on the prompt:
-for each source k, T^2 KL(source_k(x) || map_k(target(rings_0..k(x)))) on x from source k's bank, plus the
+for each source k, T^2 KL(source_k(x) || map_k(target(rings_0..k(x)))) on x from source k's bank (synthetic,
+real unlabelled transfer images, or both, per ``transfer_data``), plus the
 preservation term T^2 KL(target(x) || target(core(x))) on target-domain images (real in ``B``, synthetic in
 ``BF``). Frozen models stay in eval mode and out of ``prepare``. With several processes each rank synthesises
 its own data (seeds differ per rank), the prompt's gradients are averaged, and only the main process writes.
@@ -43,6 +44,8 @@ class KiOPTrainer:
         preservation_images: for ``preservation="B"``: unlabelled real images of the target's domain, as a
             ``datasets`` Dataset / DatasetDict, a saved dataset or image folder path, a Hub dataset id, or a
             uint8/float tensor (N, C, H, W). Labels, if any, are ignored.
+        transfer_images: for ``transfer_data="unlabelled"`` or ``"mixed"``: unlabelled real images to read the
+            sources' knowledge from, in any of the forms above; one set for every source, or a dict by task name.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class KiOPTrainer:
         sources: dict[str, FrozenClassifier],
         args: KiOPTrainingArguments,
         preservation_images=None,
+        transfer_images=None,
     ):
         config = model.config
         if sorted(sources) != sorted(config.source_names):
@@ -61,6 +65,8 @@ class KiOPTrainer:
                 raise ValueError(f"source {name!r} has {source.num_labels} classes; the prompt's label map expects {len(expected)}")
         if args.preservation == "B" and preservation_images is None:
             raise ValueError('preservation="B" needs preservation_images: unlabelled real images of the target\'s domain')
+        if args.transfer_data != "synthetic":
+            transfer_images = _per_source(transfer_images, sources, args.transfer_data)
         self.model = model
         self.sources = sources
         self.args = args
@@ -72,21 +78,22 @@ class KiOPTrainer:
             ),
         )
         self.preservation_images = preservation_images
+        self.transfer_images = transfer_images
         self.history: list[dict] = []
 
     # -- set-up -------------------------------------------------------------------------------------------------
 
     def _inverted_models(self) -> dict[str, FrozenClassifier]:
-        """Each model with a synthesizer and a data bank: the sources, and the target itself in BF mode."""
-        inverted = dict(self.sources)
+        """Each model with a synthesizer and a data bank: the sources (unless they are read from real images only),
+        and the target itself in BF mode."""
+        inverted = dict(self.sources) if self.args.transfer_data != "unlabelled" else {}
         if self.args.preservation == "BF":
             inverted[TARGET_TASK] = self.model.target
         return inverted
 
-    def _preservation_bank(self) -> DataBank:
-        images = self.preservation_images
+    def _real_bank(self, images, num_channels: int) -> DataBank:
         if not isinstance(images, torch.Tensor):
-            images, _ = dataset_tensors(images, self.model.config.image_size, self.model.config.num_channels)
+            images, _ = dataset_tensors(images, self.model.config.image_size, num_channels)
         bank = DataBank()
         bank.add(images)
         return bank
@@ -101,7 +108,12 @@ class KiOPTrainer:
         self.synthesizers = {name: make_synthesizer(args.synthesizer, m, **kwargs) for name, m in self._inverted_models().items()}
         self.banks = {name: DataBank(args.data_bank_size) for name in self.synthesizers}
         if args.preservation == "B":
-            self.banks[TARGET_TASK] = self._preservation_bank()
+            self.banks[TARGET_TASK] = self._real_bank(self.preservation_images, self.model.config.num_channels)
+        # Each source's knowledge-storing batch is split evenly over its banks: synthetic, real, or both.
+        self.source_banks = {name: [self.banks[name]] if name in self.banks else [] for name in self.sources}
+        for name, images in (self.transfer_images or {}).items():
+            self.source_banks[name].append(self._real_bank(images, self.sources[name].num_channels))
+        self.model.config.data_regime = {"transfer": args.transfer_data, "preservation": args.preservation}
         prompt = self.model.prompt
         self.optimizer = torch.optim.SGD(
             prompt.parameters(), lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
@@ -130,7 +142,9 @@ class KiOPTrainer:
         weights = args.source_weights or {}
         losses = {}
         for name, source in self.sources.items():
-            x = to_unit_range(self.banks[name].sample(args.batch_size)).to(device)
+            banks = self.source_banks[name]
+            shares = [args.batch_size // len(banks) + (i < args.batch_size % len(banks)) for i in range(len(banks))]
+            x = torch.cat([to_unit_range(bank.sample(n)) for bank, n in zip(banks, shares)]).to(device)
             with torch.no_grad():
                 teacher = source(x)
             losses[name] = weights.get(name, 1.0) * distillation_loss(self.model(x, task=name), teacher, args.temperature)
@@ -237,6 +251,19 @@ class KiOPTrainer:
         match = re.search(r"(\d+)$", last.name) if last is not None else None
         if match:
             self.accelerator.project_configuration.iteration = int(match.group(1)) + 1
+
+
+def _per_source(images, sources: dict, mode: str) -> dict:
+    """``transfer_images`` as a dict by task name: one set shared by every source, or one per source."""
+    if images is None:
+        raise ValueError(f'transfer_data="{mode}" needs transfer_images: unlabelled real images of the sources\' domain')
+    if not isinstance(images, dict):
+        return dict.fromkeys(sources, images)
+    missing = sorted(set(sources) - set(images))
+    unknown = sorted(set(images) - set(sources))
+    if missing or unknown:
+        raise ValueError(f"transfer_images must name every source exactly: missing {missing}, unknown {unknown}")
+    return images
 
 
 def latest_checkpoint(output_dir: str | os.PathLike, complete_only: bool = True) -> Path | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 PRESERVATION_MODES = ("BF", "B", "none")
+TRANSFER_MODES = ("synthetic", "unlabelled", "mixed")
 
 
 @dataclass
@@ -28,6 +29,10 @@ class KiOPTrainingArguments:
     weight_decay: float = 1e-4
     temperature: float = 20.0
     source_weights: dict[str, float] | None = None
+    # Where the sources' knowledge is read from: "synthetic" inverts each source (data-free KiOP), "unlabelled"
+    # uses real unlabelled images given to the trainer as transfer_images (the PromptKD regime), "mixed" draws
+    # half of every batch from each.
+    transfer_data: str = "synthetic"
     # Preservation of the target's own task: "BF" inverts the target (data-free), "B" uses real unlabelled
     # target-domain images passed to the trainer, "none" trains without the term.
     preservation: str = "BF"
@@ -55,6 +60,8 @@ class KiOPTrainingArguments:
     def __post_init__(self):
         if self.preservation not in PRESERVATION_MODES:
             raise ValueError(f"preservation must be one of {PRESERVATION_MODES}, got {self.preservation!r}")
+        if self.transfer_data not in TRANSFER_MODES:
+            raise ValueError(f"transfer_data must be one of {TRANSFER_MODES}, got {self.transfer_data!r}")
         for name in ("rounds", "kd_steps", "batch_size", "save_every_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

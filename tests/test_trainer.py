@@ -24,11 +24,11 @@ TINY = dict(
 )  # fmt: skip
 
 
-def tiny_run(transformers_folder, timm_folder, output_dir, images=None, **overrides):
+def tiny_run(transformers_folder, timm_folder, output_dir, images=None, transfer_images=None, **overrides):
     target, source = load_classifier(transformers_folder), load_classifier(timm_folder)
     model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
     args = KiOPTrainingArguments(output_dir=str(output_dir), **(TINY | overrides))
-    return KiOPTrainer(model, {"gray": source}, args, preservation_images=images)
+    return KiOPTrainer(model, {"gray": source}, args, preservation_images=images, transfer_images=transfer_images)
 
 
 def snapshot(module):
@@ -66,6 +66,13 @@ def random_image_dataset(n=24, seed=0):
     return Dataset.from_dict({"image": images, "label": [i % 2 for i in range(n)]}, features=features)
 
 
+def image_folder(dataset, folder, count):
+    (folder / "train").mkdir(parents=True)
+    for i, image in enumerate(dataset["image"][:count]):
+        image.save(folder / "train" / f"{i}.png")
+    return folder
+
+
 def test_preservation_with_real_unlabelled_images_from_a_dataset_or_an_image_folder(
     transformers_folder, timm_folder, tmp_path
 ):
@@ -76,13 +83,47 @@ def test_preservation_with_real_unlabelled_images_from_a_dataset_or_an_image_fol
     assert trainer.banks["target"].images.shape[1:] == (3, 32, 32)
     assert "target" not in trainer.synthesizers  # B mode does not invert the target
 
-    folder = tmp_path / "images" / "train"
-    folder.mkdir(parents=True)
-    for i, image in enumerate(dataset["image"][:10]):
-        image.save(folder / f"{i}.png")
-    trainer = tiny_run(transformers_folder, timm_folder, tmp_path / "folder", preservation="B", images=folder.parent, rounds=1)
+    folder = image_folder(dataset, tmp_path / "images", 10)
+    trainer = tiny_run(transformers_folder, timm_folder, tmp_path / "folder", preservation="B", images=folder, rounds=1)
     trainer.train()
     assert len(trainer.banks["target"]) == 10
+
+
+def test_an_unlabelled_image_folder_as_transfer_set_replaces_source_synthesis(transformers_folder, timm_folder, tmp_path):
+    folder = image_folder(random_image_dataset(seed=1), tmp_path / "unlabelled", 12)
+    trainer = tiny_run(
+        transformers_folder, timm_folder, tmp_path / "run", transfer_images=folder, transfer_data="unlabelled", rounds=1
+    )
+    before = [ring.detach().clone() for ring in trainer.model.prompt.rings]
+    model = trainer.train()
+
+    assert set(trainer.synthesizers) == {"target"}  # only the target is inverted (BF); the source is read from images
+    (bank,) = trainer.source_banks["gray"]
+    assert bank.images.shape == (12, 1, 32, 32)  # converted to the source's own channels
+    assert not torch.equal(before[1], model.prompt.rings[1])
+    reloaded = KiOPModel.from_pretrained(tmp_path / "run")
+    assert reloaded.config.data_regime == {"transfer": "unlabelled", "preservation": "BF"}
+    assert "real unlabelled images" in (tmp_path / "run" / "README.md").read_text()
+
+
+def test_mixed_transfer_splits_each_batch_between_synthetic_and_real_images(transformers_folder, timm_folder, tmp_path):
+    images = torch.randint(0, 256, (10, 1, 32, 32), dtype=torch.uint8)
+    trainer = tiny_run(
+        transformers_folder, timm_folder, tmp_path, transfer_images={"gray": images}, transfer_data="mixed", rounds=1
+    )
+    trainer.train()
+    synthetic, real = trainer.source_banks["gray"]
+    assert synthetic is trainer.banks["gray"] and len(synthetic) == 8
+    assert torch.equal(real.images, images)
+
+
+def test_transfer_images_are_required_and_must_name_the_sources(transformers_folder, timm_folder, tmp_path):
+    with pytest.raises(ValueError, match='transfer_data="unlabelled" needs transfer_images'):
+        tiny_run(transformers_folder, timm_folder, tmp_path, transfer_data="unlabelled")
+    with pytest.raises(ValueError, match=r"missing \['gray'\], unknown \['grey'\]"):
+        tiny_run(transformers_folder, timm_folder, tmp_path, transfer_data="mixed", transfer_images={"grey": "x"})
+    with pytest.raises(ValueError, match="transfer_data must be one of"):
+        KiOPTrainingArguments(output_dir=str(tmp_path), transfer_data="real")
 
 
 def test_b_mode_without_images_and_mismatched_sources_are_refused(transformers_folder, timm_folder, tmp_path):
