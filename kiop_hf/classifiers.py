@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from huggingface_hub import hf_hub_download
+from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 from torch import nn
 
@@ -104,7 +104,8 @@ def load_classifier(
     Args:
         model_or_name: a Hub repo id or a local folder (transformers or timm layout; ``hf-hub:`` forces timm),
             or an ``nn.Module`` that maps normalised images to logits.
-        revision: Hub revision (branch, tag or commit) to pin.
+        revision: Hub revision (branch, tag or commit); it is resolved to the commit loaded, which the returned
+            classifier's ``revision`` records.
         library: ``"transformers"`` or ``"timm"`` to skip detection from ``config.json``.
         class_names, image_size, mean, std: the model's preprocessing and labels. Required for an ``nn.Module``
             (class names may be omitted there only if ``image_size`` lets a dry run count the classes); for Hub
@@ -115,6 +116,8 @@ def load_classifier(
     if isinstance(model_or_name, nn.Module):
         return _wrap_module(model_or_name, class_names, image_size, mean, std)
     name = os.fspath(model_or_name)
+    if not os.path.isdir(name.removeprefix(_TIMM_PREFIX)):
+        revision = _pin_revision(name.removeprefix(_TIMM_PREFIX), revision)
     library = library or _detect_library(name, revision)
     loader = {"transformers": _load_transformers, "timm": _load_timm}.get(library)
     if loader is None:
@@ -122,6 +125,9 @@ def load_classifier(
     model, found = loader(name, revision)
     overrides = {"class_names": class_names, "image_size": image_size, "mean": mean, "std": std}
     found.update({key: value for key, value in overrides.items() if value is not None})
+    unstated = [key for key in ("image_size", "mean", "std") if key not in found]
+    if unstated:
+        raise ValueError(f"{name} does not state its {', '.join(unstated)} (it has no image processor); pass them")
     return FrozenClassifier(model, library=library, name_or_path=name, revision=revision, **found)
 
 
@@ -139,6 +145,15 @@ def _wrap_module(model, class_names, image_size, mean, std) -> FrozenClassifier:
         model.train(was_training)
         class_names = [str(i) for i in range((logits if isinstance(logits, torch.Tensor) else logits.logits).shape[-1])]
     return FrozenClassifier(model, class_names=class_names, image_size=image_size, mean=mean, std=std)
+
+
+def _pin_revision(repo_id: str, revision: str | None) -> str:
+    """The commit a Hub revision (branch, tag or commit; default main) points to, so a prompt records exactly
+    which target weights it was trained on."""
+    try:
+        return HfApi().model_info(repo_id, revision=revision).sha
+    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+        raise OSError(f"could not find the model repo {repo_id!r} (revision {revision!r}) on the Hub") from error
 
 
 def _read_config(name: str, revision: str | None) -> dict:

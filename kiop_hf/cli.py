@@ -6,13 +6,13 @@ import argparse
 import time
 from dataclasses import fields
 
-from .training_args import PRESERVATION_MODES, KiOPTrainingArguments
+from .training_args import PRESERVATION_MODES, TRANSFER_MODES, KiOPTrainingArguments
 from .zoo.build import DEFAULT_ROOT, build_zoo
 
 # Training arguments exposed as flags (the rest keep their reference defaults).
 _TRAINING_FLAGS = (
     "rounds", "synthesis_steps", "kd_steps", "batch_size", "seed", "learning_rate", "temperature", "synthesizer",
-    "preservation_weight", "save_every_rounds", "logging_steps",
+    "preservation_weight", "save_every_rounds", "logging_steps", "eval_limit", "hub_model_id",
 )  # fmt: skip
 
 
@@ -50,6 +50,8 @@ def _train(args: argparse.Namespace) -> None:
     training = KiOPTrainingArguments(
         output_dir=args.output_dir,
         preservation=args.preservation,
+        transfer_data=args.transfer_data,
+        push_to_hub=args.push_to_hub,
         report_to=args.report_to or [],
         use_cpu=args.cpu,
         **((DEFAULT_SCHEDULE if embedded else {}) | overrides),
@@ -61,13 +63,20 @@ def _train(args: argparse.Namespace) -> None:
         image_size=args.image_size,
         ring_sizes=args.ring_sizes,
         preservation_images=args.preservation_images,
+        transfer_images=args.transfer_images,
         eval_sets=_pairs(args.eval, "--eval"),
-        eval_limit=args.eval_limit,
         resume_from_checkpoint=args.resume,
     )
     if embedded:
         job = with_zoo_defaults(job, args.zoo_root)
     run_kiop(job)
+
+
+def _push(args: argparse.Namespace) -> None:
+    from .hub import push_prompt_folder
+
+    commit = push_prompt_folder(args.folder, args.repo_id, private=args.private or None, revision=args.revision)
+    print(f"pushed {args.folder} to {args.repo_id}: {commit.commit_url}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -92,19 +101,22 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--target", help="target model: Hub id or folder (transformers or timm)")
     train.add_argument("--source", action="append", metavar="NAME=MODEL", help="a source task and its model (repeat)")
     train.add_argument("--eval", action="append", metavar="TASK=DATASET", help="labelled test set of a task ('target' for its own)")
-    train.add_argument("--eval-limit", type=int, help="evaluate on at most this many test images per task")
     train.add_argument("--output-dir", default="outputs/kiop-prompt")
     train.add_argument("--image-size", type=int, default=32)
     train.add_argument("--ring-sizes", type=int, nargs="+", default=[36, 64])
     train.add_argument("--preservation", choices=PRESERVATION_MODES, default="BF")
     train.add_argument("--preservation-images", help="unlabelled target-domain images for --preservation B")
+    train.add_argument("--transfer-data", choices=TRANSFER_MODES, default="synthetic",
+                       help="read the sources' knowledge from synthetic data, real unlabelled images, or both")  # fmt: skip
+    train.add_argument("--transfer-images", help="unlabelled images of the sources' domain for --transfer-data")
+    train.add_argument("--push-to-hub", action="store_true", help="push the prompt and its card to --hub-model-id")
     train.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --output-dir")
     train.add_argument("--report-to", nargs="*", help="accelerate trackers (tensorboard, wandb, ...)")
     train.add_argument("--cpu", action="store_true", help="run on CPU even if a GPU is present")
     train.add_argument("--zoo-root", default=str(DEFAULT_ROOT), help="zoo folder for the embedded default")
     types = {f.name: f.type for f in fields(KiOPTrainingArguments)}
     for name in _TRAINING_FLAGS:
-        kind = {"int": int, "float": float, "str": str}[str(types[name])]
+        kind = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str}[str(types[name])]
         train.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"KiOPTrainingArguments.{name}")
     train.set_defaults(func=_train)
 
@@ -114,6 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--eval", action="append", required=True, metavar="TASK=DATASET", help="test set of a task (repeat)")
     evaluate.add_argument("--eval-limit", type=int, help="evaluate on at most this many test images per task")
     evaluate.set_defaults(func=_evaluate)
+
+    push = commands.add_parser("push", help="upload a trained prompt folder (prompt, card, pictures) to the Hub")
+    push.add_argument("folder", help="the prompt folder (a training run's --output-dir)")
+    push.add_argument("repo_id", help="the Hub repo to create or update, e.g. user/fashion-on-letters")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--revision", help="branch to push to")
+    push.set_defaults(func=_push)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from functools import lru_cache
 
 import torch
@@ -76,6 +77,60 @@ class KiOPVisualPrompt(PreTrainedModel):
             before, after = (outer - inner + 1) // 2, (outer - inner) // 2
             x = F.pad(x, (before, after, before, after)) + self.ring_canvas(index)
         return x
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, revision: str | None = None, **kwargs):
+        """Load a saved or published prompt: safetensors only, every ring present with its exact shape."""
+        from .hub import check_prompt_repo
+
+        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "token", "force_download", "local_files_only") if k in kwargs}
+        check_prompt_repo(pretrained_model_name_or_path, revision, **hub_kwargs)
+        kwargs |= {"use_safetensors": True, "output_loading_info": True}
+        corrupt = f"{os.fspath(pretrained_model_name_or_path)!r}: model.safetensors does not match its config.json"
+        try:
+            prompt, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, revision=revision or "main", **kwargs
+            )
+        except RuntimeError as error:  # transformers refuses ring tensors of the wrong shape
+            raise ValueError(f"{corrupt}; the prompt repo is corrupt or was edited ({error})") from error
+        problems = {key: info.get(key) for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(key)}
+        if problems:
+            raise ValueError(f"{corrupt} ({problems}); the prompt repo is corrupt or was edited")
+        return prompt
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """``config.json`` + ``model.safetensors``, and a model card (README.md) unless the folder has one."""
+        from .model_card import write_model_card
+
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if not os.path.exists(os.path.join(save_directory, "README.md")):
+            write_model_card(self, save_directory)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str = "Upload KiOP prompt",
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+    ):
+        """Upload the prompt with a model card (and its picture) to ``repo_id``, as PEFT adapters are pushed.
+
+        The card here describes the prompt alone; ``KiOPTrainer.push_to_hub`` publishes the training folder, whose
+        card also has the training setup, results and synthetic samples.
+        """
+        from .hub import push_prompt_folder
+        from .model_card import write_model_card
+
+        with tempfile.TemporaryDirectory() as folder:
+            super().save_pretrained(folder)
+            write_model_card(self, folder, repo_id=repo_id)
+            return push_prompt_folder(
+                folder, repo_id, commit_message=commit_message, private=private, token=token, revision=revision,
+                create_pr=create_pr,
+            )  # fmt: skip
 
 
 class KiOPModel(nn.Module):
@@ -174,7 +229,8 @@ class KiOPModel(nn.Module):
         revision: str | None = None,
         **kwargs,
     ) -> KiOPModel:
-        """Load a prompt, then the target its config names (or ``target``, which overrides it)."""
+        """Load a prompt (folder or Hub id), then the target its config names at the revision it recorded (or
+        ``target``, which overrides it); a target that does not fit the prompt is refused."""
         prompt = KiOPVisualPrompt.from_pretrained(prompt_name_or_path, revision=revision, **kwargs)
         config = prompt.config
         if target is None:
@@ -184,18 +240,29 @@ class KiOPModel(nn.Module):
                 )
             target = config.target_name_or_path
         if not isinstance(target, FrozenClassifier):
-            named = isinstance(target, str)
-            target = load_classifier(
-                target,
-                revision=config.target_revision if named else None,
-                library=config.target_library if named else None,
-                class_names=config.target_class_names,
-                image_size=config.target_image_size,
-                mean=config.target_mean,
-                std=config.target_std,
+            if isinstance(target, (str, os.PathLike)):  # a named target states its own classes and preprocessing
+                recorded = os.fspath(target) == config.target_name_or_path
+                target = load_classifier(
+                    target,
+                    revision=config.target_revision if recorded else None,
+                    library=config.target_library if recorded else None,
+                )
+            else:  # a bare module gets the preprocessing the prompt recorded
+                target = load_classifier(
+                    target, class_names=config.target_class_names, image_size=config.target_image_size,
+                    mean=config.target_mean, std=config.target_std,
+                )  # fmt: skip
+        if config.target_image_size is not None and target.image_size != config.target_image_size:
+            raise ValueError(
+                f"the prompt was made for a target with {config.target_image_size}px inputs, but "
+                f"{target.name_or_path or 'the given target'} takes {target.image_size}px"
             )
         return cls(prompt.eval(), target)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Save the prompt only (config.json + model.safetensors): the target stays where it came from."""
+        """Save the prompt only (config.json + model.safetensors + card): the target stays where it came from."""
         self.prompt.save_pretrained(save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """Push the prompt (not the target, which the prompt's config names) with a model card."""
+        return self.prompt.push_to_hub(repo_id, **kwargs)

@@ -6,14 +6,10 @@ on the reference zoo (built on first use).
 
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .classifiers import load_classifier
-from .evaluation import evaluate_tasks
-from .model_card import write_model_card
 from .modeling_kiop import KiOPModel
 from .trainer import KiOPTrainer
 from .training_args import KiOPTrainingArguments
@@ -43,8 +39,8 @@ class KiOPJob:
     image_size: int = 32
     ring_sizes: list[int] = field(default_factory=lambda: [36, 64])
     preservation_images: str | None = None
+    transfer_images: str | dict[str, str] | None = None
     eval_sets: dict[str, str] = field(default_factory=dict)
-    eval_limit: int | None = None
     resume_from_checkpoint: bool | str = False
 
 
@@ -63,24 +59,25 @@ def with_zoo_defaults(job: KiOPJob, zoo_root: str | Path | None = None, log=prin
     }
     if job.training.preservation == "B" and job.preservation_images is None:
         job.preservation_images = str(dataset_path(root, specs[DEFAULT_TARGET].dataset))
+    if job.training.transfer_data != "synthetic" and job.transfer_images is None:
+        job.transfer_images = str(dataset_path(root, specs[DEFAULT_SOURCE].dataset))  # its labels are not read
     return job
 
 
 def run_kiop(job: KiOPJob, log=print) -> dict:
-    """Train a prompt for ``job``, evaluate it on its test sets, save it with its card; returns the results."""
-    start = time.perf_counter()
+    """Load the models, train the prompt (synthesize <-> store knowledge), evaluate it, save it with its card, and
+    push it when the training arguments ask; returns the results."""
     target = load_classifier(job.target)
     sources = {name: load_classifier(path) for name, path in job.sources.items()}
     model = KiOPModel.from_models(target, sources, image_size=job.image_size, ring_sizes=job.ring_sizes, seed=job.training.seed)
-    trainer = KiOPTrainer(model, sources, job.training, preservation_images=job.preservation_images)
+    trainer = KiOPTrainer(
+        model, sources, job.training, preservation_images=job.preservation_images,
+        transfer_images=job.transfer_images, eval_sets=job.eval_sets,
+    )  # fmt: skip
     trainer.train(resume_from_checkpoint=job.resume_from_checkpoint)
-    results = {"train_seconds": round(time.perf_counter() - start, 1)}
+    results = trainer.results
     if trainer.accelerator.is_main_process:
-        if job.eval_sets:
-            results |= evaluate_tasks(model, job.eval_sets, limit=job.eval_limit)
-        output_dir = Path(job.training.output_dir)
-        write_model_card(model, output_dir, args=job.training, history=trainer.history, results=results)
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         for key, value in results.items():
             log(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
+        log(f"prompt saved to {job.training.output_dir}")
     return results

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from functools import partial
 from pathlib import Path
 
@@ -46,6 +47,8 @@ class KiOPTrainer:
             uint8/float tensor (N, C, H, W). Labels, if any, are ignored.
         transfer_images: for ``transfer_data="unlabelled"`` or ``"mixed"``: unlabelled real images to read the
             sources' knowledge from, in any of the forms above; one set for every source, or a dict by task name.
+        eval_sets: labelled test sets by task name (``"target"`` for the target's own task), in any of the forms
+            above; evaluated at the end of training, recorded in ``results.json`` and in the model card.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class KiOPTrainer:
         args: KiOPTrainingArguments,
         preservation_images=None,
         transfer_images=None,
+        eval_sets: dict | None = None,
     ):
         config = model.config
         if sorted(sources) != sorted(config.source_names):
@@ -79,7 +83,9 @@ class KiOPTrainer:
         )
         self.preservation_images = preservation_images
         self.transfer_images = transfer_images
+        self.eval_sets = eval_sets or {}
         self.history: list[dict] = []
+        self.results: dict[str, float] = {}
 
     # -- set-up -------------------------------------------------------------------------------------------------
 
@@ -169,6 +175,7 @@ class KiOPTrainer:
     def train(self, resume_from_checkpoint: str | bool | None = None) -> KiOPModel:
         """Run every round (from the last checkpoint if ``resume_from_checkpoint``), then save the prompt."""
         args, accelerator = self.args, self.accelerator
+        start = time.perf_counter()
         self._setup()
         if resume_from_checkpoint:
             self._load_checkpoint(None if resume_from_checkpoint is True else resume_from_checkpoint)
@@ -194,18 +201,66 @@ class KiOPTrainer:
             if self.round % args.save_every_rounds == 0 or self.round == args.rounds:
                 self._save_checkpoint()
         progress.close()
+        train_seconds = round(time.perf_counter() - start, 1)
+        if self.eval_sets:
+            self.evaluate()
+        self.results["train_seconds"] = train_seconds
         self.save_model(args.output_dir)
+        if args.push_to_hub:
+            self.push_to_hub()
         accelerator.end_training()
         return self.model
 
-    def save_model(self, output_dir: str | os.PathLike) -> None:
-        """Save the prompt (``save_pretrained``) and its model card; main process only."""
+    def evaluate(self) -> dict[str, float]:
+        """Accuracy per task on ``eval_sets`` and the target's retention (main process; shared with every rank)."""
+        from .evaluation import evaluate_tasks
+
+        if self.accelerator.is_main_process:
+            self.results = evaluate_tasks(self.model, self.eval_sets, limit=self.args.eval_limit)
+        return self.results
+
+    def save_model(self, output_dir: str | os.PathLike | None = None) -> None:
+        """Save the prompt (``save_pretrained``), ``results.json`` and the model card with its pictures; main
+        process only."""
+        output_dir = Path(output_dir or self.args.output_dir)
         if self.accelerator.is_main_process:
             from .model_card import write_model_card
 
             self.model.save_pretrained(output_dir)
-            write_model_card(self.model, output_dir, args=self.args, history=self.history)
+            if self.results:
+                (output_dir / "results.json").write_text(json.dumps(self.results, indent=2) + "\n")
+            write_model_card(
+                self.model, output_dir, args=self.args, history=self.history, results=self.results,
+                eval_sets=self.eval_sets, datasets=self._dataset_names(), samples=self._samples(),
+                repo_id=self.hub_model_id,
+            )  # fmt: skip
         self.accelerator.wait_for_everyone()
+
+    @property
+    def hub_model_id(self) -> str:
+        return self.args.hub_model_id or Path(self.args.output_dir).resolve().name
+
+    def push_to_hub(self, commit_message: str = "End of training") -> str | None:
+        """Upload ``output_dir`` (prompt, card, pictures, results; no checkpoints) to ``hub_model_id``.
+        Returns the commit URL on the main process."""
+        from .hub import push_prompt_folder
+
+        commit = None
+        if self.accelerator.is_main_process:
+            commit = push_prompt_folder(
+                self.args.output_dir, self.hub_model_id, commit_message=commit_message,
+                private=self.args.hub_private_repo, token=self.args.hub_token,
+            ).commit_url  # fmt: skip
+        self.accelerator.wait_for_everyone()
+        return commit
+
+    def _samples(self) -> dict[str, torch.Tensor]:
+        """The newest synthetic images of each source, for the card."""
+        return {name: self.banks[name].images[-32:] for name in self.sources if len(self.banks.get(name, ())) > 0}
+
+    def _dataset_names(self) -> list[str]:
+        named = [self.preservation_images, *(self.transfer_images or {}).values(), *self.eval_sets.values()]
+        return [str(data) for data in named if isinstance(data, (str, os.PathLike))]
 
     # -- checkpoints --------------------------------------------------------------------------------------------
 

@@ -56,6 +56,12 @@ class KiOPTrainingArguments:
     logging_steps: int = 50
     report_to: list[str] = field(default_factory=list)
     use_cpu: bool = False
+    # Evaluation (on the trainer's eval_sets at the end of training) and publishing, as in transformers
+    eval_limit: int | None = None
+    push_to_hub: bool = False
+    hub_model_id: str | None = None  # default: the name of output_dir
+    hub_private_repo: bool | None = None
+    hub_token: str | None = None
 
     def __post_init__(self):
         if self.preservation not in PRESERVATION_MODES:
@@ -92,4 +98,5 @@ class KiOPTrainingArguments:
         return common
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The arguments without secrets (the Hub token), for trackers and logs."""
+        return {k: v for k, v in asdict(self).items() if k != "hub_token"}

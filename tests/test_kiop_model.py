@@ -46,7 +46,7 @@ def test_tasks_route_through_their_rings_and_label_map(prompted):
 
 def test_save_and_from_pretrained_reload_prompt_and_target_exactly(prompted, tmp_path):
     prompted.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors", "prompt.png"]
     reloaded = KiOPModel.from_pretrained(tmp_path)
     images = torch.rand(3, 3, 32, 32)
     for task in (None, "gray"):

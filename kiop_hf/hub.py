@@ -1,0 +1,74 @@
+"""Publishing and fetching prompts on the Hugging Face Hub (or any Hub-compatible endpoint)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from huggingface_hub import CommitInfo, HfApi, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+from .configuration_kiop import KiOPPromptConfig
+
+PROMPT_FILES = ("config.json", "model.safetensors")
+# A training folder also holds checkpoints and tracker logs: those never go to the Hub.
+NOT_PUBLISHED = ["checkpoints/**", "runs/**", "*.log"]
+
+
+def push_prompt_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    commit_message: str = "Upload KiOP prompt",
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+) -> CommitInfo:
+    """Upload a saved prompt folder (prompt, card and its pictures, results) to ``repo_id``, creating the repo."""
+    folder = Path(folder)
+    missing = [name for name in PROMPT_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} is not a saved prompt: it lacks {missing} (save it with save_pretrained)")
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    if revision not in (None, "main"):
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=revision, create_pr=create_pr,
+        ignore_patterns=NOT_PUBLISHED,
+    )  # fmt: skip
+
+
+def check_prompt_repo(name_or_path: str | os.PathLike, revision: str | None = None, **hub_kwargs) -> None:
+    """Raise a clear error unless ``name_or_path`` holds a kiop_hf prompt (config.json of model_type
+    ``kiop_prompt`` and a safetensors weights file), before transformers tries to load anything."""
+    name = os.fspath(name_or_path)
+    files = {}
+    for filename in PROMPT_FILES:
+        if os.path.isdir(name):
+            path = Path(name) / filename
+            files[filename] = path if path.is_file() else None
+            continue
+        try:
+            files[filename] = Path(hf_hub_download(name, filename, revision=revision, **hub_kwargs))
+        except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+            raise OSError(f"no prompt repo {name!r} at revision {revision or 'main'!r} on the Hub: {error}") from error
+        except EntryNotFoundError:
+            files[filename] = None
+    missing = [filename for filename, path in files.items() if path is None]
+    if missing:
+        raise OSError(
+            f"{name!r} is not a kiop_hf prompt: it has no {' or '.join(missing)} (a prompt is saved as config.json + "
+            "model.safetensors with save_pretrained)"
+        )
+    try:
+        model_type = json.loads(files["config.json"].read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise OSError(f"{name!r}: config.json is not valid JSON ({error})") from error
+    if model_type != KiOPPromptConfig.model_type:
+        raise ValueError(
+            f"{name!r} is not a kiop_hf prompt: its config.json has model_type {model_type!r}, expected "
+            f"{KiOPPromptConfig.model_type!r}"
+        )

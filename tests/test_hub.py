@@ -1,0 +1,213 @@
+"""Prompts on the Hub, end to end: the real huggingface_hub client against the loopback Hub server."""
+
+import json
+import runpy
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard, constants
+from PIL import Image
+
+from kiop_hf import KiOPModel, KiOPVisualPrompt, load_classifier
+from kiop_hf.cli import main as cli
+from kiop_hf.trainer import KiOPTrainer
+from kiop_hf.training_args import KiOPTrainingArguments
+
+from .helpers import RGB_MEAN, RGB_STD, TinyCNN
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "classify_with_prompt.py"
+
+
+def push_transformers_target(repo_id, seed=0, image_size=32):
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(seed)
+    names = [f"letter_{i}" for i in range(12)]
+    config = ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+    )  # fmt: skip
+    commit = ResNetForImageClassification(config).eval().push_to_hub(repo_id)
+    size = {"height": image_size, "width": image_size}
+    ViTImageProcessor(size=size, image_mean=RGB_MEAN, image_std=RGB_STD).push_to_hub(repo_id)
+    return commit
+
+
+def push_timm_target(repo_id, seed=0):
+    import timm
+    from timm.models import push_to_hf_hub
+
+    torch.manual_seed(seed)
+    model = timm.create_model("test_resnet", num_classes=12, in_chans=3).eval()
+    model.pretrained_cfg = model.pretrained_cfg | {"input_size": (3, 32, 32), "mean": tuple(RGB_MEAN), "std": tuple(RGB_STD)}
+    push_to_hf_hub(model, repo_id, safe_serialization=True, model_config={"label_names": [f"letter_{i}" for i in range(12)]})
+
+
+PUSH_TARGET = {"transformers": push_transformers_target, "timm": push_timm_target}
+
+
+def trained_looking_prompt(target, source, seed=1):
+    """A prompt with non-trivial rings (as after training), so a lossy round trip could not pass."""
+    model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for ring in model.prompt.rings:
+            ring.normal_()
+    return model
+
+
+def forget_downloads():
+    """A fresh cache: everything after this is downloaded again from the server."""
+    shutil.rmtree(constants.HF_HUB_CACHE, ignore_errors=True)
+
+
+@pytest.mark.parametrize("library", ["transformers", "timm"])
+def test_push_a_prompt_then_reload_prompt_and_target_by_repo_id(library, hub, timm_folder):
+    PUSH_TARGET[library]("user/letters-classifier")
+    target = load_classifier("user/letters-classifier")
+    assert target.library == library and len(target.revision) == 40  # the commit it was loaded at is recorded
+    model = trained_looking_prompt(target, load_classifier(timm_folder))
+    commit = model.push_to_hub("user/gray-on-letters")
+    assert "user/gray-on-letters" in commit.commit_url
+
+    forget_downloads()
+    reloaded = KiOPModel.from_pretrained("user/gray-on-letters")
+    assert reloaded.target.library == library and reloaded.target.revision == target.revision
+    images = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        for task in (None, "gray"):
+            assert torch.equal(reloaded(images, task=task), model(images, task=task))
+    assert reloaded.class_names("gray") == [f"class_{i}" for i in range(10)]
+
+    files = set(hub.api.list_repo_files("user/gray-on-letters"))
+    assert files == {"config.json", "model.safetensors", "README.md", "prompt.png"}
+    card = ModelCard.load("user/gray-on-letters")
+    assert card.data.library_name == "kiop_hf"
+    assert card.data.base_model == "user/letters-classifier" and card.data.base_model_relation == "adapter"
+    assert card.data.pipeline_tag == "image-classification" and card.data.license == "apache-2.0"
+    assert 'KiOPModel.from_pretrained("user/gray-on-letters")' in card.text
+    assert "auto_map" not in json.loads(Path(hub.api.hf_hub_download("user/gray-on-letters", "config.json")).read_text())
+
+
+def test_auto_model_finds_the_prompt_class(hub, timm_folder):
+    from transformers import AutoModel
+
+    push_transformers_target("user/letters-classifier")
+    model = trained_looking_prompt(load_classifier("user/letters-classifier"), load_classifier(timm_folder))
+    model.push_to_hub("user/auto-prompt")
+    forget_downloads()
+    prompt = AutoModel.from_pretrained("user/auto-prompt")
+    assert isinstance(prompt, KiOPVisualPrompt)
+    assert all(torch.equal(a, b) for a, b in zip(prompt.rings, model.prompt.rings))
+
+
+def test_a_revision_pin_on_the_prompt_pins_its_target(hub, timm_folder):
+    push_transformers_target("user/letters-classifier", seed=0)
+    first_target = load_classifier("user/letters-classifier")
+    source = load_classifier(timm_folder)
+    first = trained_looking_prompt(first_target, source, seed=1).push_to_hub("user/pinned").oid
+    push_transformers_target("user/letters-classifier", seed=5)  # the target moves on...
+    second_target = load_classifier("user/letters-classifier")
+    trained_looking_prompt(second_target, source, seed=2).push_to_hub("user/pinned")  # ...and so does the prompt
+
+    forget_downloads()
+    old, new = KiOPModel.from_pretrained("user/pinned", revision=first), KiOPModel.from_pretrained("user/pinned")
+    assert old.target.revision == first_target.revision != new.target.revision == second_target.revision
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(old.target(images), first_target(images))
+        assert torch.equal(new.target(images), second_target(images))
+        assert not torch.equal(old(images, task="gray"), new(images, task="gray"))
+
+
+def test_trainer_pushes_the_run_with_a_full_card_and_no_checkpoints(hub, timm_folder, tmp_path):
+    from .test_cli import labelled_dataset
+
+    push_timm_target("user/letters-classifier")
+    target, source = load_classifier("user/letters-classifier"), load_classifier(timm_folder)
+    model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
+    eval_sets = {"gray": labelled_dataset(tmp_path / "gray", 10, "L"), "target": labelled_dataset(tmp_path / "rgb", 12, "RGB")}
+    args = KiOPTrainingArguments(
+        output_dir=str(tmp_path / "run"), rounds=2, synthesis_steps=2, kd_steps=2, batch_size=8, memory_bank_size=32,
+        num_negatives=8, head_dim=8, use_cpu=True, push_to_hub=True, hub_model_id="user/trained-prompt",
+    )  # fmt: skip
+    KiOPTrainer(model, {"gray": source}, args, eval_sets=eval_sets).train()
+
+    files = set(hub.api.list_repo_files("user/trained-prompt"))
+    pictures = {"prompt.png", "samples_gray.png", "training_curves.png"}
+    assert files == {"config.json", "model.safetensors", "README.md", "results.json"} | pictures
+    card = ModelCard.load("user/trained-prompt")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    evaluated = {(r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert evaluated[("gray", "accuracy (gray)")] == round(results["gray"], 4)
+    assert ("target", "accuracy (target without prompt)") in evaluated
+    assert card.data.base_model == "user/letters-classifier" and "data-free" in card.data.tags
+    for picture in pictures:
+        assert f"]({picture})" in card.text
+        assert Image.open(hub.api.hf_hub_download("user/trained-prompt", picture)).size[0] > 32
+    assert "synthetic (each source inverted; data-free)" in card.text and "## Framework versions" in card.text
+
+    forget_downloads()
+    reloaded = KiOPModel.from_pretrained("user/trained-prompt")
+    images = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(reloaded(images, task="gray"), model(images, task="gray"))
+
+
+def test_example_and_cli_push_classify_with_a_published_prompt(hub, timm_folder, tmp_path, capsys):
+    push_transformers_target("user/letters-classifier")
+    model = trained_looking_prompt(load_classifier("user/letters-classifier"), load_classifier(timm_folder))
+    model.save_pretrained(tmp_path / "prompt")
+    cli(["push", str(tmp_path / "prompt"), "user/cli-prompt"])
+    assert "pushed" in capsys.readouterr().out
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"image_{i}.png")
+        Image.fromarray((torch.rand(32, 32) * 255).byte().numpy(), "L").save(paths[-1])
+    forget_downloads()
+    example = runpy.run_path(str(EXAMPLE))
+    predicted = example["main"](["user/cli-prompt", "--task", "gray", *map(str, paths)])
+    printed = capsys.readouterr().out
+    with torch.no_grad():
+        images = torch.stack([torch.from_numpy(np.asarray(Image.open(p))) for p in paths])[:, None]
+        expected = model(images.float() / 255, task="gray").argmax(-1)
+    assert predicted == [f"class_{int(i)}" for i in expected]
+    assert all(f"image_{i}.png: {name}" in printed for i, name in enumerate(predicted))
+
+
+def test_bad_prompt_repos_give_clear_errors(hub, timm_folder, tmp_path):
+    push_transformers_target("user/letters-classifier")
+    target = load_classifier("user/letters-classifier")
+    model = trained_looking_prompt(target, load_classifier(timm_folder))
+
+    with pytest.raises(OSError, match="no prompt repo 'user/missing'"):
+        KiOPModel.from_pretrained("user/missing")
+    with pytest.raises(ValueError, match="is not a kiop_hf prompt: its config.json has model_type 'resnet'"):
+        KiOPModel.from_pretrained("user/letters-classifier")
+
+    model.save_pretrained(tmp_path / "prompt")
+    hub.api.create_repo("user/no-weights")
+    hub.api.upload_file(path_or_fileobj=tmp_path / "prompt" / "config.json", path_in_repo="config.json", repo_id="user/no-weights")
+    with pytest.raises(OSError, match="has no model.safetensors"):
+        KiOPModel.from_pretrained("user/no-weights")
+
+    config = json.loads((tmp_path / "prompt" / "config.json").read_text())
+    config["ring_sizes"] = [36, 44]  # the weights on the Hub no longer fit the geometry
+    hub.api.create_repo("user/corrupt")
+    hub.api.upload_folder(folder_path=tmp_path / "prompt", repo_id="user/corrupt")
+    hub.api.upload_file(path_or_fileobj=json.dumps(config).encode(), path_in_repo="config.json", repo_id="user/corrupt")
+    with pytest.raises(ValueError, match="model.safetensors does not match its config.json"):
+        KiOPModel.from_pretrained("user/corrupt")
+
+    model.push_to_hub("user/good")
+    push_transformers_target("user/letters-48", image_size=48)
+    with pytest.raises(ValueError, match="made for a target with 32px inputs, but user/letters-48 takes 48px"):
+        KiOPModel.from_pretrained("user/good", target="user/letters-48")
+    wrong_classes = load_classifier(TinyCNN(num_classes=7), image_size=32,
+                                    mean=RGB_MEAN, std=RGB_STD, class_names=[str(i) for i in range(7)])  # fmt: skip
+    with pytest.raises(ValueError, match="made for a target with 12 classes"):
+        KiOPModel.from_pretrained("user/good", target=wrong_classes)
