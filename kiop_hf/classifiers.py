@@ -17,8 +17,9 @@ from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, 
 from torch import nn
 
 from .channels import match_channels
+from .clip import is_clip_config, load_zero_shot
 
-LIBRARIES = ("transformers", "timm", "module")
+LIBRARIES = ("transformers", "timm", "clip", "module")  # "clip": a transformers CLIP-family model, zero-shot
 _TIMM_PREFIX = "hf-hub:"
 
 
@@ -98,18 +99,24 @@ def load_classifier(
     image_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    templates: Sequence[str] | None = None,
+    class_vectors: torch.Tensor | None = None,
 ) -> FrozenClassifier:
     """Load a frozen, eval-mode classifier with its metadata.
 
     Args:
-        model_or_name: a Hub repo id or a local folder (transformers or timm layout; ``hf-hub:`` forces timm),
-            or an ``nn.Module`` that maps normalised images to logits.
+        model_or_name: a Hub repo id or a local folder (transformers or timm layout; ``hf-hub:`` forces timm;
+            a CLIP-family model becomes a zero-shot classifier over ``class_names``), or an ``nn.Module`` that maps
+            normalised images to logits.
         revision: Hub revision (branch, tag or commit); it is resolved to the commit loaded, which the returned
             classifier's ``revision`` records.
         library: ``"transformers"`` or ``"timm"`` to skip detection from ``config.json``.
         class_names, image_size, mean, std: the model's preprocessing and labels. Required for an ``nn.Module``
             (class names may be omitted there only if ``image_size`` lets a dry run count the classes); for Hub
             models they override what the model's own files say.
+        templates: prompt templates (``"a photo of a {}."``) for a CLIP-family model's class text features.
+        class_vectors: a CLIP-family model's stored class vectors (``kiop_hf.clip.load_class_vectors``), which
+            skip the text encoder.
     """
     if isinstance(model_or_name, FrozenClassifier):
         return model_or_name
@@ -119,10 +126,12 @@ def load_classifier(
     if not os.path.isdir(name.removeprefix(_TIMM_PREFIX)):
         revision = _pin_revision(name.removeprefix(_TIMM_PREFIX), revision)
     library = library or _detect_library(name, revision)
-    loader = {"transformers": _load_transformers, "timm": _load_timm}.get(library)
-    if loader is None:
-        raise ValueError(f"library must be 'transformers' or 'timm' for a named model, got {library!r}")
-    model, found = loader(name, revision)
+    if library == "clip":
+        model, found = load_zero_shot(name, revision, class_names, templates, class_vectors)
+    elif library in ("transformers", "timm"):
+        model, found = (_load_transformers if library == "transformers" else _load_timm)(name, revision)
+    else:
+        raise ValueError(f"library must be 'transformers', 'timm' or 'clip' for a named model, got {library!r}")
     overrides = {"class_names": class_names, "image_size": image_size, "mean": mean, "std": std}
     found.update({key: value for key, value in overrides.items() if value is not None})
     unstated = [key for key in ("image_size", "mean", "std") if key not in found]
@@ -178,6 +187,8 @@ def _detect_library(name: str, revision: str | None) -> str:
     config = _read_config(name, revision)
     if "architecture" in config and "model_type" not in config:
         return "timm"
+    if is_clip_config(config):
+        return "clip"
     if "model_type" in config:
         return "transformers"
     raise ValueError(f"cannot tell whether {name!r} is a transformers or a timm model from its config.json")

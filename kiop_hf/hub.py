@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi, hf_hub_download
@@ -39,6 +40,13 @@ def push_prompt_folder(
         repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=revision, create_pr=create_pr,
         ignore_patterns=NOT_PUBLISHED,
     )  # fmt: skip
+
+
+def push_saved(model, repo_id: str, **kwargs) -> CommitInfo:
+    """Save ``model`` (a prompt, or a prompt with its target) with a card for ``repo_id`` and upload it."""
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder, repo_id=repo_id)
+        return push_prompt_folder(folder, repo_id, **kwargs)
 
 
 def check_prompt_repo(name_or_path: str | os.PathLike, revision: str | None = None, **hub_kwargs) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from functools import lru_cache
 
 import torch
@@ -14,6 +13,7 @@ from transformers import initialization as init
 
 from .channels import match_channels
 from .classifiers import FrozenClassifier, load_classifier
+from .clip import load_class_vectors, save_class_vectors
 from .configuration_kiop import TARGET_TASK, KiOPPromptConfig
 from .label_mapping import random_label_maps
 
@@ -98,39 +98,25 @@ class KiOPVisualPrompt(PreTrainedModel):
             raise ValueError(f"{corrupt} ({problems}); the prompt repo is corrupt or was edited")
         return prompt
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
-        """``config.json`` + ``model.safetensors``, and a model card (README.md) unless the folder has one."""
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, repo_id: str | None = None, **kwargs) -> None:
+        """``config.json`` + ``model.safetensors``, and a model card (README.md, naming ``repo_id`` in its usage
+        snippet) unless the folder already has one."""
         from .model_card import write_model_card
 
         super().save_pretrained(save_directory, *args, **kwargs)
         if not os.path.exists(os.path.join(save_directory, "README.md")):
-            write_model_card(self, save_directory)
+            write_model_card(self, save_directory, repo_id=repo_id)
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        commit_message: str = "Upload KiOP prompt",
-        private: bool | None = None,
-        token: str | None = None,
-        revision: str | None = None,
-        create_pr: bool = False,
-    ):
+    def push_to_hub(self, repo_id: str, **kwargs):
         """Upload the prompt with a model card (and its picture) to ``repo_id``, as PEFT adapters are pushed.
 
-        The card here describes the prompt alone; ``KiOPTrainer.push_to_hub`` publishes the training folder, whose
-        card also has the training setup, results and synthetic samples.
+        Keyword arguments: ``commit_message``, ``private``, ``token``, ``revision``, ``create_pr``. The card here
+        describes the prompt alone; ``KiOPTrainer.push_to_hub`` publishes the training folder, whose card also
+        has the training setup, results and synthetic samples.
         """
-        from .hub import push_prompt_folder
-        from .model_card import write_model_card
+        from .hub import push_saved
 
-        with tempfile.TemporaryDirectory() as folder:
-            super().save_pretrained(folder)
-            write_model_card(self, folder, repo_id=repo_id)
-            return push_prompt_folder(
-                folder, repo_id, commit_message=commit_message, private=private, token=token, revision=revision,
-                create_pr=create_pr,
-            )  # fmt: skip
+        return push_saved(self, repo_id, **kwargs)
 
 
 class KiOPModel(nn.Module):
@@ -242,10 +228,13 @@ class KiOPModel(nn.Module):
         if not isinstance(target, FrozenClassifier):
             if isinstance(target, (str, os.PathLike)):  # a named target states its own classes and preprocessing
                 recorded = os.fspath(target) == config.target_name_or_path
+                zero_shot = recorded and config.target_library == "clip"  # its class vectors came with the prompt
                 target = load_classifier(
                     target,
                     revision=config.target_revision if recorded else None,
                     library=config.target_library if recorded else None,
+                    class_names=config.target_class_names if zero_shot else None,
+                    class_vectors=load_class_vectors(prompt_name_or_path, revision)[TARGET_TASK] if zero_shot else None,
                 )
             else:  # a bare module gets the preprocessing the prompt recorded
                 target = load_classifier(
@@ -259,10 +248,18 @@ class KiOPModel(nn.Module):
             )
         return cls(prompt.eval(), target)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Save the prompt only (config.json + model.safetensors + card): the target stays where it came from."""
+    def save_pretrained(self, save_directory: str | os.PathLike, repo_id: str | None = None, **kwargs) -> None:
+        """Save the prompt (config.json + model.safetensors + card), plus the class vectors of a CLIP-family
+        target; the target's weights stay where they came from."""
+        from .model_card import write_model_card
+
         self.prompt.save_pretrained(save_directory, **kwargs)
+        save_class_vectors(save_directory, {TARGET_TASK: self.target})
+        write_model_card(self, save_directory, repo_id=repo_id)  # with the target's size; never a user's README
 
     def push_to_hub(self, repo_id: str, **kwargs):
-        """Push the prompt (not the target, which the prompt's config names) with a model card."""
-        return self.prompt.push_to_hub(repo_id, **kwargs)
+        """Push the prompt (not the target, which the prompt's config names) with a model card; keyword arguments
+        as for ``KiOPVisualPrompt.push_to_hub``."""
+        from .hub import push_saved
+
+        return push_saved(self, repo_id, **kwargs)

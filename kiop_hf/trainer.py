@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .classifiers import FrozenClassifier
+from .clip import save_class_vectors
 from .configuration_kiop import TARGET_TASK
 from .data import dataset_tensors, to_unit_range
 from .losses import distillation_loss
@@ -112,6 +113,8 @@ class KiOPTrainer:
             source.to(device)
         kwargs = args.synthesizer_kwargs()
         self.synthesizers = {name: make_synthesizer(args.synthesizer, m, **kwargs) for name, m in self._inverted_models().items()}
+        for name, synthesizer in self.synthesizers.items():
+            self.accelerator.print(f"synthesis of {name!r}: {synthesizer.describe_terms()}")
         self.banks = {name: DataBank(args.data_bank_size) for name in self.synthesizers}
         if args.preservation == "B":
             self.banks[TARGET_TASK] = self._real_bank(self.preservation_images, self.model.config.num_channels)
@@ -227,11 +230,13 @@ class KiOPTrainer:
             from .model_card import write_model_card
 
             self.model.save_pretrained(output_dir)
+            save_class_vectors(output_dir, {TARGET_TASK: self.model.target, **self.sources})
             if self.results:
                 (output_dir / "results.json").write_text(json.dumps(self.results, indent=2) + "\n")
             write_model_card(
                 self.model, output_dir, args=self.args, history=self.history, results=self.results,
                 eval_sets=self.eval_sets, datasets=self._dataset_names(), samples=self._samples(),
+                synthesis_terms={name: s.describe_terms() for name, s in self.synthesizers.items()},
                 repo_id=self.hub_model_id,
             )  # fmt: skip
         self.accelerator.wait_for_everyone()

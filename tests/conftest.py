@@ -47,3 +47,31 @@ def transformers_folder(tmp_path_factory):
 def tiny_cnn():
     torch.manual_seed(0)
     return TinyCNN()
+
+
+@pytest.fixture(scope="session")
+def clip_folder(tmp_path_factory):
+    """A randomly initialised tiny CLIP (32px RGB) with a word-level tokenizer, built locally (no download)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
+
+    words = "a photo of the letter digit sketch blurry x y z 0 1 2 3 4 5 6 7 8 9".split()
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(words)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)]
+    )
+    folder = tmp_path_factory.mktemp("clip")
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        unk_token="<unk>",
+    ).save_pretrained(folder)  # fmt: skip
+    torch.manual_seed(0)
+    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)  # fmt: skip
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval().save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=RGB_MEAN,
+                       image_std=RGB_STD).save_pretrained(folder)  # fmt: skip
+    return folder

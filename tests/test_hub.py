@@ -173,7 +173,7 @@ def test_example_and_cli_push_classify_with_a_published_prompt(hub, timm_folder,
     predicted = example["main"](["user/cli-prompt", "--task", "gray", *map(str, paths)])
     printed = capsys.readouterr().out
     with torch.no_grad():
-        images = torch.stack([torch.from_numpy(np.asarray(Image.open(p))) for p in paths])[:, None]
+        images = torch.stack([torch.from_numpy(np.array(Image.open(p))) for p in paths])[:, None]
         expected = model(images.float() / 255, task="gray").argmax(-1)
     assert predicted == [f"class_{int(i)}" for i in expected]
     assert all(f"image_{i}.png: {name}" in printed for i, name in enumerate(predicted))

@@ -8,17 +8,19 @@ from torch import nn
 
 
 class BatchNormStatistics:
-    """Records the inputs of every BatchNorm layer of a frozen model, while used as a context manager.
+    """Records the inputs of a frozen model's normalisation layers, while used as a context manager.
 
     After a forward pass inside ``with statistics:``, ``loss()`` is the DeepInversion prior (distance of the batch
-    mean and variance of each layer's input to the layer's running statistics) and ``features()`` the per-sample
-    spatial means of those inputs, concatenated over layers (the features CMI contrasts). Outside the block no
-    hook is attached, so the model's other users (knowledge storing, evaluation) pay nothing and keep nothing.
+    mean and variance of each BatchNorm layer's input to the layer's running statistics) and ``features()`` the
+    per-sample means of the recorded inputs, concatenated over layers (the features CMI contrasts). A model
+    without BatchNorm (a ViT, a CLIP image tower) has no prior; its LayerNorm / GroupNorm inputs still give the
+    features. Outside the block no hook is attached, so the model's other users pay nothing and keep nothing.
     """
 
     def __init__(self, model: nn.Module):
         self.model = model
         self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        self.feature_layers = self.layers or [m for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))]
         self._inputs: list[torch.Tensor] = []
         self._handles: list = []
 
@@ -26,7 +28,7 @@ class BatchNormStatistics:
         return len(self.layers)
 
     def __enter__(self) -> BatchNormStatistics:
-        self._handles = [layer.register_forward_hook(self._record) for layer in self.layers]
+        self._handles = [layer.register_forward_hook(self._record) for layer in self.feature_layers]
         return self
 
     def __exit__(self, *exc) -> None:
@@ -37,7 +39,7 @@ class BatchNormStatistics:
 
     @property
     def feature_dim(self) -> int:
-        return sum(layer.num_features for layer in self.layers)
+        return sum(_width(layer) for layer in self.feature_layers)
 
     def _record(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         self._inputs.append(inputs[0])
@@ -54,7 +56,18 @@ class BatchNormStatistics:
         return total
 
     def features(self) -> torch.Tensor:
-        return torch.cat([x.flatten(2).mean(dim=2) if x.ndim > 2 else x for x in self._inputs], dim=1)
+        return torch.cat([_per_sample_mean(layer, x) for layer, x in zip(self.feature_layers, self._inputs)], dim=1)
+
+
+def _width(layer: nn.Module) -> int:
+    return layer.normalized_shape[-1] if isinstance(layer, nn.LayerNorm) else getattr(layer, "num_features", None) or layer.num_channels
+
+
+def _per_sample_mean(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Mean over positions: channels-first for BatchNorm / GroupNorm, channels-last (tokens) for LayerNorm."""
+    if x.ndim == 2:
+        return x
+    return x.flatten(1, -2).mean(dim=1) if isinstance(layer, nn.LayerNorm) else x.flatten(2).mean(dim=2)
 
 
 class ProjectionHead(nn.Module):

@@ -61,6 +61,13 @@ class Synthesizer(ABC):
         available = {"bn": len(self.statistics) > 0}
         return [name for name, weight in self.weights.items() if weight > 0 and available.get(name, True)]
 
+    def describe_terms(self) -> str:
+        """The active loss terms in words, and why the BN prior is off when the model has no BatchNorm."""
+        text = f"{type(self).__name__} with terms {', '.join(self.active_terms)}"
+        if len(self.statistics) == 0:
+            text += " (no BatchNorm layers, so no BN-statistics prior)"
+        return text
+
     @abstractmethod
     def _start_round(self, device: torch.device) -> list[dict]:
         """Create this round's parametrisation; return its optimizer parameter groups."""
@@ -152,7 +159,7 @@ class CMISynthesizer(Synthesizer):
         self.contrastive = cr_weight > 0 and feature_dim > 0
         if self.contrastive:
             device = model.mean.device
-            self.head = ProjectionHead(feature_dim, feature_dim, head_dim).to(device)
+            self.head = ProjectionHead(feature_dim, min(feature_dim, 2048), head_dim).to(device)
             self.memory = MemoryBank(bank_size, 2 * feature_dim)
 
     @property
