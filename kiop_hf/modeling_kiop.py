@@ -152,9 +152,12 @@ class KiOPModel(nn.Module):
             return self.target.class_names
         return self.config.source(task)["class_names"]
 
+    def target_logits(self, pixel_values: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        """All of the target's logits for images wrapped in ``task``'s rings, before the task's label map."""
+        return self.target(self.prompt(match_channels(pixel_values, self.config.num_channels), task))
+
     def forward(self, pixel_values: torch.Tensor, task: str | None = None) -> torch.Tensor:
-        pixel_values = match_channels(pixel_values, self.config.num_channels)
-        logits = self.target(self.prompt(pixel_values, task))
+        logits = self.target_logits(pixel_values, task)
         if task is None or task == TARGET_TASK:
             return logits
         return logits[:, self.config.source(task)["label_map"]]

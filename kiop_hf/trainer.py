@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from safetensors.torch import load_file, save_file
@@ -28,6 +29,7 @@ from .classifiers import FrozenClassifier
 from .clip import save_class_vectors
 from .configuration_kiop import TARGET_TASK
 from .data import dataset_tensors, to_unit_range
+from .label_mapping import frequency_label_maps
 from .losses import distillation_loss
 from .modeling_kiop import KiOPModel
 from .synthesis import DataBank, make_synthesizer
@@ -98,9 +100,9 @@ class KiOPTrainer:
             inverted[TARGET_TASK] = self.model.target
         return inverted
 
-    def _real_bank(self, images, num_channels: int) -> DataBank:
+    def _real_bank(self, images, num_channels: int, image_size: int) -> DataBank:
         if not isinstance(images, torch.Tensor):
-            images, _ = dataset_tensors(images, self.model.config.image_size, num_channels)
+            images, _ = dataset_tensors(images, image_size, num_channels)
         bank = DataBank()
         bank.add(images)
         return bank
@@ -117,11 +119,13 @@ class KiOPTrainer:
             self.accelerator.print(f"synthesis of {name!r}: {synthesizer.describe_terms()}")
         self.banks = {name: DataBank(args.data_bank_size) for name in self.synthesizers}
         if args.preservation == "B":
-            self.banks[TARGET_TASK] = self._real_bank(self.preservation_images, self.model.config.num_channels)
+            config = self.model.config
+            self.banks[TARGET_TASK] = self._real_bank(self.preservation_images, config.num_channels, config.image_size)
         # Each source's knowledge-storing batch is split evenly over its banks: synthetic, real, or both.
         self.source_banks = {name: [self.banks[name]] if name in self.banks else [] for name in self.sources}
         for name, images in (self.transfer_images or {}).items():
-            self.source_banks[name].append(self._real_bank(images, self.sources[name].num_channels))
+            source = self.sources[name]
+            self.source_banks[name].append(self._real_bank(images, source.num_channels, source.image_size))
         self.model.config.data_regime = {"transfer": args.transfer_data, "preservation": args.preservation}
         prompt = self.model.prompt
         self.optimizer = torch.optim.SGD(
@@ -135,15 +139,55 @@ class KiOPTrainer:
 
     # -- the two periods ----------------------------------------------------------------------------------------
 
+    def _to_prompt_size(self, images: torch.Tensor) -> torch.Tensor:
+        """A source's images at the prompt's input size (sources may take other sizes than the prompt)."""
+        size = self.model.config.image_size
+        if images.shape[-1] == size:
+            return images
+        return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+    def prompted(self, task: str, images: torch.Tensor) -> torch.Tensor:
+        """The prompted target's logits for a task's images (in that task's model's own size)."""
+        return self.model(self._to_prompt_size(images), task=task)
+
     def synthesize(self) -> dict[str, float]:
         """Synthesis period: one round per inverted model against the current prompt; best batch into its bank."""
         prompt = self.model.prompt.requires_grad_(False)
         losses = {}
         for name, synthesizer in self.synthesizers.items():
-            self.banks[name].add(synthesizer.synthesize(partial(self.model, task=name)))
+            self.banks[name].add(synthesizer.synthesize(partial(self.prompted, name)))
             losses.update({f"synthesis/{name}/{term}": v for term, v in synthesizer.last_losses.items()})
         prompt.requires_grad_(True)
         return losses
+
+    def _label_maps_due(self) -> bool:
+        every = self.args.label_mapping_refresh_rounds
+        return self.args.label_mapping == "frequency" and (self.round == 0 or (every > 0 and self.round % every == 0))
+
+    @torch.no_grad()
+    def update_label_maps(self) -> dict[str, list[int]]:
+        """Frequency-based label maps from each source's bank: which target class the prompted target predicts
+        for the samples of each source class (the source's own prediction is the class). Counts are summed over
+        processes, so every rank sets the same maps."""
+        counts = {}
+        for name, source in self.sources.items():
+            x = torch.cat([to_unit_range(bank.sample(4 * self.args.batch_size)) for bank in self.source_banks[name]])
+            x = x.to(self.accelerator.device)
+            labels = source(x).argmax(-1)
+            predictions = self.model.target_logits(self._to_prompt_size(x), task=name).argmax(-1)
+            table = torch.zeros(source.num_labels, self.model.config.target_num_labels, device=x.device)
+            table.index_put_((labels, predictions), torch.ones_like(labels, dtype=table.dtype), accumulate=True)
+            counts[name] = self.accelerator.reduce(table, reduction="sum").cpu()
+        maps = frequency_label_maps(counts)
+        self._set_label_maps(maps)
+        return maps
+
+    def _set_label_maps(self, maps: dict[str, list[int]]) -> None:
+        config = self.model.config
+        for source in config.sources:
+            source["label_map"] = list(maps[source["name"]])
+        config.label_mapping = "frequency"
+        config.check()
 
     def knowledge_storing_step(self) -> dict[str, float]:
         """One SGD step on the prompt over every source's bank and the preservation images."""
@@ -156,7 +200,7 @@ class KiOPTrainer:
             x = torch.cat([to_unit_range(bank.sample(n)) for bank, n in zip(banks, shares)]).to(device)
             with torch.no_grad():
                 teacher = source(x)
-            losses[name] = weights.get(name, 1.0) * distillation_loss(self.model(x, task=name), teacher, args.temperature)
+            losses[name] = weights.get(name, 1.0) * distillation_loss(self.prompted(name, x), teacher, args.temperature)
         if args.preservation != "none":
             x = to_unit_range(self.banks[TARGET_TASK].sample(args.batch_size)).to(device)
             with torch.no_grad():
@@ -190,6 +234,8 @@ class KiOPTrainer:
         progress = tqdm(total=total, initial=self.round * args.kd_steps, disable=not accelerator.is_main_process, desc="KiOP")
         while self.round < args.rounds:
             logs = self.synthesize()
+            if self._label_maps_due():
+                self.update_label_maps()
             for step in range(args.kd_steps):
                 step_logs = self.knowledge_storing_step()
                 progress.update(1)
@@ -272,7 +318,8 @@ class KiOPTrainer:
     def _save_checkpoint(self) -> None:
         """``accelerator.save_state`` (prompt, optimizer, scheduler, RNG), plus this rank's banks as safetensors."""
         folder = Path(self.accelerator.save_state())
-        tensors, meta = {}, {"round": self.round, "history": self.history}
+        tensors, meta = {}, {"round": self.round, "history": self.history, "label_mapping": self.model.config.label_mapping}
+        meta["label_maps"] = {source["name"]: source["label_map"] for source in self.model.config.sources}
         for name, bank in self.banks.items():
             if bank.images is not None:
                 tensors[f"bank/{name}"] = bank.images.contiguous()
@@ -296,6 +343,8 @@ class KiOPTrainer:
         tensors = load_file(folder / f"run_state_{rank}.safetensors")
         meta = json.loads((folder / f"run_state_{rank}.json").read_text())
         self.round, self.history = meta["round"], meta["history"]
+        if meta["label_mapping"] == "frequency":
+            self._set_label_maps(meta["label_maps"])
         for name, bank in self.banks.items():
             if f"bank/{name}" in tensors:
                 bank.images = tensors[f"bank/{name}"]

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 PRESERVATION_MODES = ("BF", "B", "none")
 TRANSFER_MODES = ("synthetic", "unlabelled", "mixed")
+LABEL_MAPPINGS = ("random", "frequency")
 
 
 @dataclass
@@ -33,6 +34,12 @@ class KiOPTrainingArguments:
     # uses real unlabelled images given to the trainer as transfer_images (the PromptKD regime), "mixed" draws
     # half of every batch from each.
     transfer_data: str = "synthetic"
+    # How source classes are read from target classes: the model's fixed maps ("random": the paper's), or
+    # "frequency": after the first synthesis period each source class takes the free target class that the prompted
+    # target most often predicts for its samples (one-to-one, disjoint), refreshed every
+    # label_mapping_refresh_rounds rounds if that is above zero.
+    label_mapping: str = "random"
+    label_mapping_refresh_rounds: int = 0
     # Preservation of the target's own task: "BF" inverts the target (data-free), "B" uses real unlabelled
     # target-domain images passed to the trainer, "none" trains without the term.
     preservation: str = "BF"
@@ -66,6 +73,8 @@ class KiOPTrainingArguments:
     def __post_init__(self):
         if self.preservation not in PRESERVATION_MODES:
             raise ValueError(f"preservation must be one of {PRESERVATION_MODES}, got {self.preservation!r}")
+        if self.label_mapping not in LABEL_MAPPINGS:
+            raise ValueError(f"label_mapping must be one of {LABEL_MAPPINGS}, got {self.label_mapping!r}")
         if self.transfer_data not in TRANSFER_MODES:
             raise ValueError(f"transfer_data must be one of {TRANSFER_MODES}, got {self.transfer_data!r}")
         for name in ("rounds", "kd_steps", "batch_size", "save_every_rounds"):

@@ -75,3 +75,19 @@ def clip_folder(tmp_path_factory):
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=RGB_MEAN,
                        image_std=RGB_STD).save_pretrained(folder)  # fmt: skip
     return folder
+
+
+@pytest.fixture(scope="session")
+def vit_folder(tmp_path_factory):
+    """A randomly initialised tiny transformers ViT (RGB, 28px, 10 classes, no BatchNorm) with its processor."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=28, patch_size=7, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, id2label={i: f"vit_{i}" for i in range(10)}, label2id={f"vit_{i}": i for i in range(10)},
+    )  # fmt: skip
+    folder = tmp_path_factory.mktemp("vit_rgb")
+    ViTForImageClassification(config).eval().save_pretrained(folder)
+    ViTImageProcessor(size={"height": 28, "width": 28}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    return folder
