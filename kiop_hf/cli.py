@@ -12,7 +12,8 @@ from .zoo.build import DEFAULT_ROOT, build_zoo
 # Training arguments exposed as flags (the rest keep their reference defaults).
 _TRAINING_FLAGS = (
     "rounds", "synthesis_steps", "kd_steps", "batch_size", "seed", "learning_rate", "temperature", "synthesizer",
-    "preservation_weight", "save_every_rounds", "logging_steps", "eval_limit", "hub_model_id",
+    "preservation_weight", "save_every_rounds", "logging_steps", "eval_limit", "hub_model_id", "label_mapping",
+    "label_mapping_refresh_rounds", "bn_weight", "adv_weight", "oh_weight", "cr_weight",
 )  # fmt: skip
 
 
