@@ -74,6 +74,9 @@ class KiOPTrainer:
             raise ValueError('preservation="B" needs preservation_images: unlabelled real images of the target\'s domain')
         if args.transfer_data != "synthetic":
             transfer_images = _per_source(transfer_images, sources, args.transfer_data)
+        elif transfer_images is not None:
+            raise ValueError('transfer_images were given but transfer_data="synthetic" would ignore them; set '
+                             'transfer_data="unlabelled" or "mixed"')  # fmt: skip
         self.model = model
         self.sources = sources
         self.args = args
@@ -320,9 +323,9 @@ class KiOPTrainer:
         folder = Path(self.accelerator.save_state())
         tensors, meta = {}, {"round": self.round, "history": self.history, "label_mapping": self.model.config.label_mapping}
         meta["label_maps"] = {source["name"]: source["label_map"] for source in self.model.config.sources}
-        for name, bank in self.banks.items():
-            if bank.images is not None:
-                tensors[f"bank/{name}"] = bank.images.contiguous()
+        for name in self.synthesizers:  # synthetic banks only: real images are read again from their source
+            if self.banks[name].images is not None:
+                tensors[f"bank/{name}"] = self.banks[name].images.contiguous()
         for name, synthesizer in self.synthesizers.items():
             for key, value in _flatten(synthesizer.state_dict()).items():
                 if isinstance(value, torch.Tensor):

@@ -122,6 +122,8 @@ def test_transfer_images_are_required_and_must_name_the_sources(transformers_fol
         tiny_run(transformers_folder, timm_folder, tmp_path, transfer_data="unlabelled")
     with pytest.raises(ValueError, match=r"missing \['gray'\], unknown \['grey'\]"):
         tiny_run(transformers_folder, timm_folder, tmp_path, transfer_data="mixed", transfer_images={"grey": "x"})
+    with pytest.raises(ValueError, match='transfer_data="synthetic" would ignore them'):
+        tiny_run(transformers_folder, timm_folder, tmp_path, transfer_images=torch.zeros(2, 1, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match="transfer_data must be one of"):
         KiOPTrainingArguments(output_dir=str(tmp_path), transfer_data="real")
 
