@@ -34,6 +34,9 @@ from kiop_hf.training_args import KiOPTrainingArguments
 from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path
 
 
+ROWS = ["untrained", "B", "BF", "unlabelled", "real", "dfkd"]
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", default="fashion-mnist-resnet", help="zoo source model")
@@ -46,6 +49,8 @@ def parse_args():
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--bn-weight", type=float, default=0.1, help="BatchNorm prior weight (reference: 1.0)")
     parser.add_argument("--reset-generator", action="store_true", help="re-initialise the generator every round")
+    parser.add_argument("--label-mapping", default="random", choices=["random", "frequency"])
+    parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS, help="rows to measure (default: all)")
     parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the table as JSON to this file")
@@ -87,7 +92,8 @@ class Bench:
         return KiOPTrainingArguments(
             output_dir=str(self.workdir / name), rounds=a.rounds, synthesis_steps=a.synthesis_steps, kd_steps=a.kd_steps,
             batch_size=a.batch_size, preservation=preservation, seed=a.seed, memory_bank_size=4096, num_negatives=1024,
-            bn_weight=a.bn_weight, reset_generator=a.reset_generator, save_every_rounds=a.rounds, use_cpu=True, **extra,
+            bn_weight=a.bn_weight, reset_generator=a.reset_generator, save_every_rounds=a.rounds, use_cpu=True,
+            label_mapping=a.label_mapping, **extra,
         )  # fmt: skip
 
     def prompt_row(self, name: str, model: KiOPModel, seconds: float) -> dict:
@@ -215,11 +221,11 @@ def main():
     )
     columns = f"{'method':<34}{'source acc':>11}{'target acc':>11}{'drop (pts)':>11}{'params':>10}{'bytes':>11}{'wall s':>9}"
     rows = []
-    runs = (
-        bench.untrained, lambda: bench.kiop("B"), lambda: bench.kiop("BF"), lambda: bench.kiop("B", "unlabelled"),
-        bench.real_data_prompt, bench.dfkd_student,
-    )  # fmt: skip
-    for run in runs:
+    runs = {
+        "untrained": bench.untrained, "B": lambda: bench.kiop("B"), "BF": lambda: bench.kiop("BF"),
+        "unlabelled": lambda: bench.kiop("B", "unlabelled"), "real": bench.real_data_prompt, "dfkd": bench.dfkd_student,
+    }  # fmt: skip
+    for run in (runs[name] for name in args.rows):
         rows.append(run())
         print(f"[row] {format_row(rows[-1])}", flush=True)  # each row as soon as it is measured
         if args.json:
