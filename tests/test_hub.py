@@ -211,3 +211,27 @@ def test_bad_prompt_repos_give_clear_errors(hub, timm_folder, tmp_path):
                                     mean=RGB_MEAN, std=RGB_STD, class_names=[str(i) for i in range(7)])  # fmt: skip
     with pytest.raises(ValueError, match="made for a target with 12 classes"):
         KiOPModel.from_pretrained("user/good", target=wrong_classes)
+
+
+def test_a_hub_dataset_of_unlabelled_images_is_a_transfer_set_and_is_named_in_the_card(hub, timm_folder, tmp_path):
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    generator = np.random.default_rng(0)
+    images = [Image.fromarray(generator.integers(0, 256, (28, 28), dtype=np.uint8), "L") for _ in range(12)]
+    features = Features({"image": ImageFeature(), "label": ClassLabel(num_classes=10)})  # labels withheld below
+    Dataset.from_dict({"image": images, "label": [0] * 12}, features=features).push_to_hub("user/unlabelled-gray")
+    push_transformers_target("user/letters-classifier")
+    target, source = load_classifier("user/letters-classifier"), load_classifier(timm_folder)
+    model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
+    args = KiOPTrainingArguments(
+        output_dir=str(tmp_path), rounds=1, synthesis_steps=2, kd_steps=2, batch_size=4, memory_bank_size=16,
+        num_negatives=4, head_dim=8, use_cpu=True, transfer_data="unlabelled",
+    )  # fmt: skip
+    trainer = KiOPTrainer(model, {"gray": source}, args, transfer_images="user/unlabelled-gray")
+    trainer.train()
+    (bank,) = trainer.source_banks["gray"]
+    assert bank.images.shape == (12, 1, 32, 32)  # resized from 28px to the source's 32px
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.datasets == ["user/unlabelled-gray"]
+    assert "data-free" not in card.data.tags and "real unlabelled images" in card.text
