@@ -148,6 +148,8 @@ class KiOPPromptConfig(PretrainedConfig):
         owner: dict[int, str] = {}
         for source in self.sources:
             name, label_map = source["name"], source["label_map"]
+            if source["image_size"] < 1:
+                raise ValueError(f"source {name!r} has image_size {source['image_size']}; a positive size is needed")
             if not can_convert_channels(source["num_channels"], self.num_channels):
                 raise ValueError(
                     f"source {name!r} has {source['num_channels']}-channel images, which a {self.num_channels}-channel "

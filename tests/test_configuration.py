@@ -55,6 +55,8 @@ def test_saved_config_round_trips_through_auto_config(tmp_path):
         ({"ring_sizes": [36, 64], "target_num_labels": 5, "sources": [source("a", [0, 1, 2, 3, 4, 5])]},
          "too few target classes"),
         ({"ring_sizes": [36, 64], "target_num_labels": 5, "sources": [source("a", [0, 7])]}, "out of range"),
+        ({"ring_sizes": [36, 64], "target_num_labels": 5, "sources": [source("a", [0], image_size=0)]},
+         "a positive size is needed"),
         ({"ring_sizes": [36, 64], "target_num_labels": 5, "sources": [source("a", [1, 1])]}, "used twice"),
         ({"ring_sizes": [36, 64, 96], "target_num_labels": 5, "sources": [source("a", [0, 1]), source("b", [1, 2])]},
          "also by source 'a'"),
