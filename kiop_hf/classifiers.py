@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from huggingface_hub import HfApi, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 from torch import nn
 
 from .channels import match_channels
@@ -110,7 +111,7 @@ def load_classifier(
             normalised images to logits.
         revision: Hub revision (branch, tag or commit); it is resolved to the commit loaded, which the returned
             classifier's ``revision`` records.
-        library: ``"transformers"`` or ``"timm"`` to skip detection from ``config.json``.
+        library: ``"transformers"``, ``"timm"`` or ``"clip"`` to skip detection from ``config.json``.
         class_names, image_size, mean, std: the model's preprocessing and labels. Required for an ``nn.Module``
             (class names may be omitted there only if ``image_size`` lets a dry run count the classes); for Hub
             models they override what the model's own files say.
@@ -159,8 +160,12 @@ def _wrap_module(model, class_names, image_size, mean, std) -> FrozenClassifier:
 def _pin_revision(repo_id: str, revision: str | None) -> str:
     """The commit a Hub revision (branch, tag or commit; default main) points to, so a prompt records exactly
     which target weights it was trained on."""
+    if revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision) or constants.HF_HUB_OFFLINE:
+        return revision  # already a commit, or no Hub to ask (the cache serves the given revision)
     try:
         return HfApi().model_info(repo_id, revision=revision).sha
+    except GatedRepoError as error:
+        raise OSError(f"the model repo {repo_id!r} is gated: request access on the Hub and log in") from error
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:
         raise OSError(f"could not find the model repo {repo_id!r} (revision {revision!r}) on the Hub") from error
 

@@ -53,9 +53,12 @@ class ZeroShotClassifier(nn.Module):
 @torch.no_grad()
 def class_text_vectors(model: nn.Module, tokenizer, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
     """(classes, dim) class vectors: each class's normalised text features averaged over templates, renormalised."""
+    # SigLIP-family text towers were trained on max-length padding and pool the last token
+    padding = "max_length" if model.config.model_type.startswith("siglip") else True
     vectors = []
     for name in class_names:
-        tokens = tokenizer([template.format(name) for template in templates], padding=True, truncation=True, return_tensors="pt")
+        texts = [template.format(name) for template in templates]
+        tokens = tokenizer(texts, padding=padding, truncation=True, return_tensors="pt")
         features = F.normalize(_tensor(model.get_text_features(**tokens)), dim=-1)
         vectors.append(F.normalize(features.mean(0), dim=-1))
     return torch.stack(vectors)
@@ -113,6 +116,7 @@ def save_class_vectors(folder: str | os.PathLike, classifiers: dict[str, nn.Modu
 def load_class_vectors(prompt_name_or_path: str | os.PathLike, revision: str | None = None) -> dict[str, torch.Tensor]:
     """The class vectors a prompt stored for its CLIP-family models, by task name (``"target"`` for the target)."""
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
 
     name = os.fspath(prompt_name_or_path)
     if os.path.isdir(name):
@@ -120,5 +124,8 @@ def load_class_vectors(prompt_name_or_path: str | os.PathLike, revision: str | N
         if not path.is_file():
             raise FileNotFoundError(f"{name} has no {CLASS_VECTORS_FILE}; its CLIP models' class vectors are missing")
     else:
-        path = hf_hub_download(name, CLASS_VECTORS_FILE, revision=revision)
+        try:
+            path = hf_hub_download(name, CLASS_VECTORS_FILE, revision=revision)
+        except EntryNotFoundError as error:
+            raise OSError(f"{name} has no {CLASS_VECTORS_FILE}; its CLIP models' class vectors are missing") from error
     return load_file(path)

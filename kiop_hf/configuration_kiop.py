@@ -23,7 +23,8 @@ class KiOPPromptConfig(PretrainedConfig):
         ring_sizes: side of the canvas after each ring; strictly increasing, one more than there are sources.
         num_channels: channels of the canvas, i.e. of the target's input.
         target_name_or_path / target_revision / target_library: where the frozen target is loaded from
-            (``"transformers"``, ``"timm"`` or ``"module"`` for a caller-supplied ``nn.Module``).
+            (``"transformers"``, ``"timm"``, ``"clip"`` for a zero-shot CLIP-family model, or ``"module"`` for a
+            caller-supplied ``nn.Module``).
         target_num_labels: number of the target's output classes.
         target_image_size / target_mean / target_std: the target's own preprocessing, applied after prompting.
         target_class_names: names of the target's classes, if known.

@@ -8,13 +8,16 @@ import tempfile
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+)  # fmt: skip
 
+from .clip import CLASS_VECTORS_FILE
 from .configuration_kiop import KiOPPromptConfig
 
 PROMPT_FILES = ("config.json", "model.safetensors")
 # A training folder also holds checkpoints and tracker logs: those never go to the Hub.
-NOT_PUBLISHED = ["checkpoints/**", "runs/**", "*.log"]
+NOT_PUBLISHED = ["checkpoints/**", "runs/**", "*.log", "events.out.tfevents*"]
 
 
 def push_prompt_folder(
@@ -32,6 +35,12 @@ def push_prompt_folder(
     missing = [name for name in PROMPT_FILES if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a saved prompt: it lacks {missing} (save it with save_pretrained)")
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("target_library") == "clip" and not (folder / CLASS_VECTORS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder} lacks {CLASS_VECTORS_FILE}, which its CLIP target needs: save the prompt with its target "
+            "(KiOPModel.save_pretrained / push_to_hub) so the class vectors are stored"
+        )
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision not in (None, "main"):
@@ -42,8 +51,15 @@ def push_prompt_folder(
     )  # fmt: skip
 
 
+def full_repo_id(repo_id: str, *, private: bool | None = None, token: str | None = None) -> str:
+    """``namespace/name`` for ``repo_id`` (a bare name goes to the logged-in user), creating the repo if needed,
+    so a card can name the repo it will be loaded from."""
+    return HfApi(token=token).create_repo(repo_id, private=private, exist_ok=True).repo_id
+
+
 def push_saved(model, repo_id: str, **kwargs) -> CommitInfo:
     """Save ``model`` (a prompt, or a prompt with its target) with a card for ``repo_id`` and upload it."""
+    repo_id = full_repo_id(repo_id, private=kwargs.get("private"), token=kwargs.get("token"))
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, repo_id=repo_id)
         return push_prompt_folder(folder, repo_id, **kwargs)
@@ -63,6 +79,8 @@ def check_prompt_repo(name_or_path: str | os.PathLike, revision: str | None = No
             files[filename] = Path(hf_hub_download(name, filename, revision=revision, **hub_kwargs))
         except (RepositoryNotFoundError, RevisionNotFoundError) as error:
             raise OSError(f"no prompt repo {name!r} at revision {revision or 'main'!r} on the Hub: {error}") from error
+        except LocalEntryNotFoundError as error:  # before EntryNotFoundError, its parent class
+            raise OSError(f"could not reach the Hub for {name!r}, and its {filename} is not in the cache") from error
         except EntryNotFoundError:
             files[filename] = None
     missing = [filename for filename, path in files.items() if path is None]

@@ -40,8 +40,7 @@ def frequency_label_maps(counts: dict[str, torch.Tensor]) -> dict[str, list[int]
         )
     rows = [(task, i) for task, table in counts.items() for i in range(table.shape[0])]
     table = torch.cat([table.float() for table in counts.values()])
-    # ties are broken by a tiny preference for low indices, so the result does not depend on sort stability
-    order = torch.argsort((table - 1e-6 * torch.arange(table.numel()).view_as(table) / table.numel()).flatten(), descending=True)
+    order = torch.argsort(table.flatten(), descending=True, stable=True)  # ties: lower (row, column) first
     maps = {task: [-1] * table.shape[0] for task, table in counts.items()}
     taken_rows, taken_columns = set(), set()
     for flat in order.tolist():

@@ -87,7 +87,7 @@ def _eval_results(results: dict[str, float], eval_sets: dict[str, str]) -> list[
     for task, dataset in eval_sets.items():
         if task not in results:
             continue
-        dataset_type = hub_id(dataset) or Path(str(dataset)).name
+        dataset_type = hub_id(dataset) or (Path(dataset).name if isinstance(dataset, (str, os.PathLike)) else "custom")
         metrics = [("accuracy", f"accuracy ({task})", results[task])]
         if task == TARGET_TASK and "target/unprompted" in results:
             metrics.append(("accuracy", "accuracy (target without prompt)", results["target/unprompted"]))

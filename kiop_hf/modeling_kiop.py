@@ -100,12 +100,11 @@ class KiOPVisualPrompt(PreTrainedModel):
 
     def save_pretrained(self, save_directory: str | os.PathLike, *args, repo_id: str | None = None, **kwargs) -> None:
         """``config.json`` + ``model.safetensors``, and a model card (README.md, naming ``repo_id`` in its usage
-        snippet) unless the folder already has one."""
+        snippet) with the prompt's picture."""
         from .model_card import write_model_card
 
         super().save_pretrained(save_directory, *args, **kwargs)
-        if not os.path.exists(os.path.join(save_directory, "README.md")):
-            write_model_card(self, save_directory, repo_id=repo_id)
+        write_model_card(self, save_directory, repo_id=repo_id)  # never overwrites a README a person wrote
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload the prompt with a model card (and its picture) to ``repo_id``, as PEFT adapters are pushed.

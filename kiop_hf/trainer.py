@@ -50,8 +50,9 @@ class KiOPTrainer:
             uint8/float tensor (N, C, H, W). Labels, if any, are ignored.
         transfer_images: for ``transfer_data="unlabelled"`` or ``"mixed"``: unlabelled real images to read the
             sources' knowledge from, in any of the forms above; one set for every source, or a dict by task name.
-        eval_sets: labelled test sets by task name (``"target"`` for the target's own task), in any of the forms
-            above; evaluated at the end of training, recorded in ``results.json`` and in the model card.
+        eval_sets: labelled test sets by task name (``"target"`` for the target's own task): datasets, saved
+            dataset or image folders, Hub dataset ids, or ``(images, labels)`` tensors; evaluated at the end of
+            training, recorded in ``results.json`` and in the model card.
     """
 
     def __init__(
@@ -72,6 +73,9 @@ class KiOPTrainer:
                 raise ValueError(f"source {name!r} has {source.num_labels} classes; the prompt's label map expects {len(expected)}")
         if args.preservation == "B" and preservation_images is None:
             raise ValueError('preservation="B" needs preservation_images: unlabelled real images of the target\'s domain')
+        unknown = sorted(set(eval_sets or {}) - set(config.task_names))
+        if unknown:
+            raise ValueError(f"eval_sets names unknown tasks {unknown}; this prompt's tasks are {config.task_names}")
         if args.transfer_data != "synthetic":
             transfer_images = _per_source(transfer_images, sources, args.transfer_data)
         elif transfer_images is not None:
@@ -84,14 +88,16 @@ class KiOPTrainer:
             cpu=args.use_cpu,
             log_with=args.report_to or None,
             project_config=ProjectConfiguration(
-                project_dir=args.output_dir, automatic_checkpoint_naming=True, total_limit=args.save_total_limit
-            ),
+                project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs"),
+                automatic_checkpoint_naming=True, total_limit=args.save_total_limit,
+            ),  # fmt: skip
         )
         self.preservation_images = preservation_images
         self.transfer_images = transfer_images
         self.eval_sets = eval_sets or {}
         self.history: list[dict] = []
         self.results: dict[str, float] = {}
+        self._hub_repo_id: str | None = None
 
     # -- set-up -------------------------------------------------------------------------------------------------
 
@@ -257,14 +263,16 @@ class KiOPTrainer:
         if self.eval_sets:
             self.evaluate()
         self.results["train_seconds"] = train_seconds
-        self.save_model(args.output_dir)
         if args.push_to_hub:
-            self.push_to_hub()
+            self.push_to_hub()  # saves first, with the card naming the full repo id
+        else:
+            self.save_model(args.output_dir)
         accelerator.end_training()
         return self.model
 
     def evaluate(self) -> dict[str, float]:
-        """Accuracy per task on ``eval_sets`` and the target's retention (main process; shared with every rank)."""
+        """Accuracy per task on ``eval_sets`` and the target's retention, measured on the main process (other
+        ranks keep an empty result)."""
         from .evaluation import evaluate_tasks
 
         if self.accelerator.is_main_process:
@@ -292,18 +300,21 @@ class KiOPTrainer:
 
     @property
     def hub_model_id(self) -> str:
-        return self.args.hub_model_id or Path(self.args.output_dir).resolve().name
+        return self._hub_repo_id or self.args.hub_model_id or Path(self.args.output_dir).resolve().name
 
     def push_to_hub(self, commit_message: str = "End of training") -> str | None:
-        """Upload ``output_dir`` (prompt, card, pictures, results; no checkpoints) to ``hub_model_id``.
-        Returns the commit URL on the main process."""
-        from .hub import push_prompt_folder
+        """Save the run (its card naming the full repo id) and upload ``output_dir`` (prompt, card, pictures,
+        results; no checkpoints or logs) to ``hub_model_id``. Returns the commit URL on the main process."""
+        from .hub import full_repo_id, push_prompt_folder
 
-        commit = None
+        args, commit = self.args, None
+        if self.accelerator.is_main_process:
+            self._hub_repo_id = full_repo_id(self.hub_model_id, private=args.hub_private_repo, token=args.hub_token)
+        self.save_model(args.output_dir)
         if self.accelerator.is_main_process:
             commit = push_prompt_folder(
-                self.args.output_dir, self.hub_model_id, commit_message=commit_message,
-                private=self.args.hub_private_repo, token=self.args.hub_token,
+                args.output_dir, self.hub_model_id, commit_message=commit_message, private=args.hub_private_repo,
+                token=args.hub_token,
             ).commit_url  # fmt: skip
         self.accelerator.wait_for_everyone()
         return commit
@@ -346,7 +357,7 @@ class KiOPTrainer:
         tensors = load_file(folder / f"run_state_{rank}.safetensors")
         meta = json.loads((folder / f"run_state_{rank}.json").read_text())
         self.round, self.history = meta["round"], meta["history"]
-        if meta["label_mapping"] == "frequency":
+        if meta.get("label_mapping") == "frequency":
             self._set_label_maps(meta["label_maps"])
         for name, bank in self.banks.items():
             if f"bank/{name}" in tensors:

@@ -57,3 +57,21 @@ def test_the_data_bank_keeps_the_newest_images_up_to_its_size():
     bank.add(torch.zeros(3, 1, 2, 2))
     bank.add(torch.ones(4, 1, 2, 2))
     assert len(bank) == 5 and bank.images[:1].sum() == 0 and bank.images[1:].min() == 1
+
+
+@pytest.mark.parametrize("architecture", ["test_convnext", "test_vit"])
+def test_models_without_batchnorm_keep_the_contrastive_term_on_their_layernorm_inputs(architecture):
+    """ConvNeXt's LayerNorm2d normalises channels-first maps, a ViT's LayerNorm normalises tokens: both give
+    per-sample features of the width the projection head expects, and no BN prior."""
+    import timm
+
+    torch.manual_seed(0)
+    size = {"img_size": 32} if architecture == "test_vit" else {}
+    network = timm.create_model(architecture, num_classes=5, **size)
+    model = load_classifier(network, image_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    synthesizer = make_synthesizer("cmi", model, **SMALL)
+    assert synthesizer.active_terms == ["oh", "adv", "cr"]
+    assert "no BatchNorm layers" in synthesizer.describe_terms()
+    images = synthesizer.synthesize(student_of(model))
+    assert images.shape == (6, 3, 32, 32)
+    assert synthesizer.memory.count == 6 and synthesizer.memory.features.shape[1] == 2 * synthesizer.statistics.feature_dim

@@ -135,6 +135,8 @@ def test_b_mode_without_images_and_mismatched_sources_are_refused(transformers_f
     model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
     with pytest.raises(ValueError, match=r"serves sources \['gray'\]"):
         KiOPTrainer(model, {"other": source}, KiOPTrainingArguments(output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match=r"eval_sets names unknown tasks \['grey'\]"):
+        KiOPTrainer(model, {"gray": source}, KiOPTrainingArguments(output_dir=str(tmp_path)), eval_sets={"grey": "x"})
     with pytest.raises(ValueError, match="preservation must be one of"):
         KiOPTrainingArguments(output_dir=str(tmp_path), preservation="C")
 

@@ -21,7 +21,7 @@ class BatchNormStatistics:
         self.model = model
         self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
         self.feature_layers = self.layers or [m for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))]
-        self._inputs: list[torch.Tensor] = []
+        self._inputs: list[tuple[nn.Module, torch.Tensor]] = []  # (layer, its input), in call order
         self._handles: list = []
 
     def __len__(self) -> int:
@@ -42,21 +42,23 @@ class BatchNormStatistics:
         return sum(_width(layer) for layer in self.feature_layers)
 
     def _record(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        self._inputs.append(inputs[0])
+        self._inputs.append((module, inputs[0]))
 
     def clear(self) -> None:
         self._inputs = []
 
     def loss(self) -> torch.Tensor:
         total = 0.0
-        for layer, x in zip(self.layers, self._inputs):
+        for layer, x in self._inputs:
+            if not isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                continue
             dims = [0, *range(2, x.ndim)]
             mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
             total = total + torch.norm(mean - layer.running_mean, 2) + torch.norm(var - layer.running_var, 2)
         return total
 
     def features(self) -> torch.Tensor:
-        return torch.cat([_per_sample_mean(layer, x) for layer, x in zip(self.feature_layers, self._inputs)], dim=1)
+        return torch.cat([_per_sample_mean(layer, x) for layer, x in self._inputs], dim=1)
 
 
 def _width(layer: nn.Module) -> int:
@@ -64,10 +66,12 @@ def _width(layer: nn.Module) -> int:
 
 
 def _per_sample_mean(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Mean over positions: channels-first for BatchNorm / GroupNorm, channels-last (tokens) for LayerNorm."""
+    """Mean over positions: channels-last for a LayerNorm over tokens, channels-first otherwise (BatchNorm,
+    GroupNorm, and the channels-first LayerNorm2d of ConvNeXt-style models)."""
     if x.ndim == 2:
         return x
-    return x.flatten(1, -2).mean(dim=1) if isinstance(layer, nn.LayerNorm) else x.flatten(2).mean(dim=2)
+    channels_last = isinstance(layer, nn.LayerNorm) and x.shape[-1] == _width(layer)
+    return x.flatten(1, -2).mean(dim=1) if channels_last else x.flatten(2).mean(dim=2)
 
 
 class ProjectionHead(nn.Module):
