@@ -118,7 +118,7 @@ class KiOPTrainer:
 
     def _setup(self):
         args, device = self.args, self.accelerator.device
-        set_seed(args.seed, device_specific=True)  # every rank synthesises different data
+        set_seed(args.seed, device_specific=args.seed_per_process)  # by default each rank synthesises other data
         self.model.to(device)
         for source in self.sources.values():
             source.to(device)

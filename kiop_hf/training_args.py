@@ -24,6 +24,9 @@ class KiOPTrainingArguments:
     kd_steps: int = 400
     batch_size: int = 128
     seed: int = 0
+    # With several processes each rank synthesises its own data; False gives every rank the same data, which then
+    # reproduces a 1-process run exactly (a check of a multi-process setup).
+    seed_per_process: bool = True
     # Knowledge storing (SGD on the prompt only, cosine decay over all KD steps)
     learning_rate: float = 0.8
     momentum: float = 0.9

@@ -193,15 +193,14 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
     from kiop_hf.trainer import KiOPTrainer
     from kiop_hf.training_args import KiOPTrainingArguments
 
-    target_dir, source_dir, output_dir = sys.argv[1:4]
+    target_dir, source_dir, output_dir, seed_per_process = sys.argv[1:5]
     target, source = load_classifier(target_dir), load_classifier(source_dir)
     model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
     args = KiOPTrainingArguments(
         output_dir=output_dir, rounds=1, synthesis_steps=2, kd_steps=3, batch_size=8, memory_bank_size=64,
-        num_negatives=16, head_dim=16, use_cpu=True,
+        num_negatives=16, head_dim=16, use_cpu=True, seed_per_process=seed_per_process == "yes",
     )
     trainer = KiOPTrainer(model, {"gray": source}, args)
-    assert trainer.accelerator.num_processes == 2
     rank = trainer.accelerator.process_index
     trainer.train()
     rings = torch.cat([ring.detach().flatten() for ring in model.prompt.rings])
@@ -210,14 +209,23 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
 )
 
 
+def run_processes(script, folders, output, processes, seed_per_process):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command = [*launcher, str(script), *map(str, folders), str(output), "yes" if seed_per_process else "no"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [load_file(output / f"rank{rank}.safetensors") for rank in range(processes)]
+
+
 def test_two_processes_synthesise_different_data_and_keep_one_prompt(transformers_folder, timm_folder, tmp_path):
     script = tmp_path / "two_processes.py"
     script.write_text(TWO_PROCESS_SCRIPT)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-               str(transformers_folder), str(timm_folder), str(tmp_path / "out")]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = run_processes(script, (transformers_folder, timm_folder), tmp_path / "out", 2, seed_per_process=True)
     assert (tmp_path / "out" / "model.safetensors").is_file()  # written once, by the main process
-    rank0, rank1 = (load_file(tmp_path / "out" / f"rank{rank}.safetensors") for rank in (0, 1))
     assert torch.equal(rank0["rings"], rank1["rings"]), "ranks ended with different prompts"
     assert not torch.equal(rank0["bank"], rank1["bank"]), "both ranks synthesised the same data"
+
+    # The same data on both ranks: averaged gradients equal one process's, so the prompt is bit-identical.
+    same = run_processes(script, (transformers_folder, timm_folder), tmp_path / "same", 2, seed_per_process=False)
+    (single,) = run_processes(script, (transformers_folder, timm_folder), tmp_path / "single", 1, seed_per_process=False)
+    assert torch.equal(same[0]["rings"], single["rings"]) and torch.equal(same[1]["bank"], single["bank"])
