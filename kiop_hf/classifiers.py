@@ -160,7 +160,7 @@ def _wrap_module(model, class_names, image_size, mean, std) -> FrozenClassifier:
 def _pin_revision(repo_id: str, revision: str | None) -> str:
     """The commit a Hub revision (branch, tag or commit; default main) points to, so a prompt records exactly
     which target weights it was trained on."""
-    if revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision) or constants.HF_HUB_OFFLINE:
+    if constants.HF_HUB_OFFLINE or (revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision)):
         return revision  # already a commit, or no Hub to ask (the cache serves the given revision)
     try:
         return HfApi().model_info(repo_id, revision=revision).sha

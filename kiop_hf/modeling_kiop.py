@@ -250,14 +250,24 @@ class KiOPModel(nn.Module):
             )
         return cls(prompt.eval(), target)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, repo_id: str | None = None, **kwargs) -> None:
-        """Save the prompt (config.json + model.safetensors + card), plus the class vectors of a CLIP-family
-        target; the target's weights stay where they came from."""
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        repo_id: str | None = None,
+        sources: dict[str, FrozenClassifier] | None = None,
+        card: dict | None = None,
+        **kwargs,
+    ) -> None:
+        """Save the prompt (config.json + model.safetensors + card) and the class vectors of its CLIP-family
+        models (the target, and ``sources`` if given); the target's weights stay where they came from.
+
+        ``card`` adds model card content (``write_model_card`` keywords: ``args``, ``history``, ``results``, ...).
+        """
         from .model_card import write_model_card
 
-        self.prompt.save_pretrained(save_directory, **kwargs)
-        save_class_vectors(save_directory, {TARGET_TASK: self.target})
-        write_model_card(self, save_directory, repo_id=repo_id)  # with the target's size; never a user's README
+        PreTrainedModel.save_pretrained(self.prompt, save_directory, **kwargs)  # config and weights; the card below
+        save_class_vectors(save_directory, {TARGET_TASK: self.target, **(sources or {})})
+        write_model_card(self, save_directory, repo_id=repo_id, **(card or {}))  # never overwrites a user's README
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Push the prompt (not the target, which the prompt's config names) with a model card; keyword arguments

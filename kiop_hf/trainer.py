@@ -26,7 +26,6 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .classifiers import FrozenClassifier
-from .clip import save_class_vectors
 from .configuration_kiop import TARGET_TASK
 from .data import dataset_tensors, to_unit_range
 from .label_mapping import frequency_label_maps
@@ -284,18 +283,14 @@ class KiOPTrainer:
         process only."""
         output_dir = Path(output_dir or self.args.output_dir)
         if self.accelerator.is_main_process:
-            from .model_card import write_model_card
-
-            self.model.save_pretrained(output_dir)
-            save_class_vectors(output_dir, {TARGET_TASK: self.model.target, **self.sources})
+            card = dict(
+                args=self.args, history=self.history, results=self.results, eval_sets=self.eval_sets,
+                datasets=self._dataset_names(), samples=self._samples(),
+                synthesis_terms={name: s.describe_terms() for name, s in self.synthesizers.items()},
+            )  # fmt: skip
+            self.model.save_pretrained(output_dir, repo_id=self.hub_model_id, sources=self.sources, card=card)
             if self.results:
                 (output_dir / "results.json").write_text(json.dumps(self.results, indent=2) + "\n")
-            write_model_card(
-                self.model, output_dir, args=self.args, history=self.history, results=self.results,
-                eval_sets=self.eval_sets, datasets=self._dataset_names(), samples=self._samples(),
-                synthesis_terms={name: s.describe_terms() for name, s in self.synthesizers.items()},
-                repo_id=self.hub_model_id,
-            )  # fmt: skip
         self.accelerator.wait_for_everyone()
 
     @property
