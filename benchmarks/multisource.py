@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from kiop_hf.configuration_kiop import TARGET_TASK
-from kiop_hf.pipeline import KiOPJob, run_kiop
+from kiop_hf.pipeline import DEFAULT_SCHEDULE, KiOPJob, run_kiop
 from kiop_hf.training_args import KiOPTrainingArguments
 from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path
 
@@ -50,10 +50,9 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="kiop-multisource-"))
 
     def run(label: str, sources: tuple[str, ...], label_mapping: str = "random") -> dict:
+        budget = dict(rounds=args.rounds, synthesis_steps=args.synthesis_steps, kd_steps=args.kd_steps, batch_size=args.batch_size)
         training = KiOPTrainingArguments(
-            output_dir=str(workdir / label), rounds=args.rounds, synthesis_steps=args.synthesis_steps,
-            kd_steps=args.kd_steps, batch_size=args.batch_size, preservation=args.preservation, seed=args.seed,
-            memory_bank_size=4096, num_negatives=1024, bn_weight=0.1, reset_generator=False,
+            **DEFAULT_SCHEDULE | budget, output_dir=str(workdir / label), preservation=args.preservation, seed=args.seed,
             label_mapping=label_mapping, save_every_rounds=args.rounds, eval_limit=args.eval_limit, use_cpu=True,
         )  # fmt: skip
         target_data = str(dataset_path(root, specs[TARGET].dataset))

@@ -10,12 +10,16 @@ drop against the unprompted target), trainable parameters, bytes stored, wall ti
 
     python benchmarks/quality.py                 # the default budget (10 rounds of 30 + 40 steps per row)
     python benchmarks/quality.py --rounds 4 --json results.json
+    python benchmarks/quality.py --rows BF real --seeds 0 1 2   # mean and spread over seeds
+
+Runs of the data-free rows vary by several points from seed to seed, so compare methods over several seeds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +32,7 @@ from kiop_hf.configuration_kiop import TARGET_TASK
 from kiop_hf.data import dataset_tensors, to_unit_range
 from kiop_hf.evaluation import evaluate_tasks, predict
 from kiop_hf.losses import distillation_loss
+from kiop_hf.pipeline import DEFAULT_SCHEDULE
 from kiop_hf.synthesis import DataBank, make_synthesizer
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
@@ -43,16 +48,15 @@ def parse_args():
     parser.add_argument("--target", default="letters-resnet10t", help="zoo target model")
     parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--ring-sizes", type=int, nargs="+", default=[36, 64])
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--synthesis-steps", type=int, default=30)
-    parser.add_argument("--kd-steps", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--bn-weight", type=float, default=0.1, help="BatchNorm prior weight (reference: 1.0)")
+    for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size"):  # the embedded default's budget
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=DEFAULT_SCHEDULE[name])
+    parser.add_argument("--bn-weight", type=float, default=DEFAULT_SCHEDULE["bn_weight"], help="BatchNorm prior weight (reference: 1.0)")
+    parser.add_argument("--adv-weight", type=float, default=0.5, help="adversarial term weight (reference: 0.5)")
     parser.add_argument("--reset-generator", action="store_true", help="re-initialise the generator every round")
     parser.add_argument("--label-mapping", default="random", choices=["random", "frequency"])
     parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS, help="rows to measure (default: all)")
     parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per row and seed")
     parser.add_argument("--json", help="also write the table as JSON to this file")
     return parser.parse_args()
 
@@ -81,31 +85,36 @@ class Bench:
             TARGET_TASK: dataset_tensors(self.target_data, 32, self.target.num_channels, "test", limit),
         }
         self.workdir = Path(tempfile.mkdtemp(prefix="kiop-quality-"))
+        self.seed = args.seeds[0]
 
     def fresh_model(self) -> KiOPModel:
         return KiOPModel.from_models(
-            self.target, {self.task: self.source}, image_size=32, ring_sizes=self.args.ring_sizes, seed=self.args.seed
+            self.target, {self.task: self.source}, image_size=32, ring_sizes=self.args.ring_sizes, seed=self.seed
         )
 
     def training_args(self, name: str, preservation: str, **extra) -> KiOPTrainingArguments:
         a = self.args
+        budget = dict(rounds=a.rounds, synthesis_steps=a.synthesis_steps, kd_steps=a.kd_steps, batch_size=a.batch_size)
         return KiOPTrainingArguments(
-            output_dir=str(self.workdir / name), rounds=a.rounds, synthesis_steps=a.synthesis_steps, kd_steps=a.kd_steps,
-            batch_size=a.batch_size, preservation=preservation, seed=a.seed, memory_bank_size=4096, num_negatives=1024,
-            bn_weight=a.bn_weight, reset_generator=a.reset_generator, save_every_rounds=a.rounds, use_cpu=True,
-            label_mapping=a.label_mapping, **extra,
+            **DEFAULT_SCHEDULE | budget, output_dir=str(self.run_dir(name)), preservation=preservation, seed=self.seed,
+            bn_weight=a.bn_weight, adv_weight=a.adv_weight, reset_generator=a.reset_generator,
+            save_every_rounds=a.rounds, use_cpu=True, label_mapping=a.label_mapping, **extra,
         )  # fmt: skip
 
+    def run_dir(self, name: str) -> Path:
+        return self.workdir / f"{name} (seed {self.seed})"
+
     def prompt_row(self, name: str, model: KiOPModel, seconds: float) -> dict:
-        model.save_pretrained(self.workdir / name)
+        model.save_pretrained(self.run_dir(name))
         scores = evaluate_tasks(model, self.tests)
         return {
             "method": name,
+            "seed": self.seed,
             "source_accuracy": scores[self.task],
             "target_accuracy": scores[TARGET_TASK],
             "retention_drop_points": scores["target/retention_drop"],
             "trainable_parameters": model.prompt.num_parameters(),
-            "bytes_stored": file_bytes(self.workdir / name),
+            "bytes_stored": file_bytes(self.run_dir(name)),
             "wall_seconds": round(seconds, 1),
         }
 
@@ -115,7 +124,7 @@ class Bench:
         return self.prompt_row("untrained prompt", self.fresh_model(), 0.0)
 
     def kiop(self, preservation: str, transfer_data: str = "synthetic") -> dict:
-        torch.manual_seed(self.args.seed)
+        torch.manual_seed(self.seed)
         model, start = self.fresh_model(), time.perf_counter()
         name = f"KiOP-{preservation}" if transfer_data == "synthetic" else f"unlabelled source images, {preservation}"
         args = self.training_args(name, preservation, transfer_data=transfer_data)
@@ -130,7 +139,7 @@ class Bench:
     def real_data_prompt(self) -> dict:
         """The same prompt and optimiser on real labelled source data (cross-entropy) and real target images."""
         a = self.args
-        torch.manual_seed(a.seed)
+        torch.manual_seed(self.seed)
         model, start = self.fresh_model(), time.perf_counter()
         images, labels = dataset_tensors(self.source_data, 32, self.source.num_channels, "train")
         preservation = DataBank()
@@ -159,7 +168,7 @@ class Bench:
         import timm
 
         a = self.args
-        torch.manual_seed(a.seed)
+        torch.manual_seed(self.seed)
         start = time.perf_counter()
         network = timm.create_model("test_resnet", num_classes=self.source.num_labels, in_chans=self.source.num_channels)
         mean, std = self.source.mean, self.source.std
@@ -188,11 +197,12 @@ class Bench:
         accuracy = (predict(student, images, torch.device("cpu")) == labels).float().mean().item()
         from safetensors.torch import save_file
 
-        path = self.workdir / "dfkd" / "model.safetensors"
+        path = self.run_dir("dfkd") / "model.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in network.state_dict().items()}, path)
         return {
             "method": "DFKD student (CMI, test_resnet)",
+            "seed": self.seed,
             "source_accuracy": accuracy,
             "target_accuracy": None,
             "retention_drop_points": None,
@@ -204,11 +214,23 @@ class Bench:
 
 def format_row(r: dict) -> str:
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    spread = f" ±{r['source_accuracy_sd']:.2%}" if r.get("source_accuracy_sd") is not None else ""
     return (
-        f"{r['method']:<34}{fmt(r['source_accuracy'], '.2%'):>11}{fmt(r['target_accuracy'], '.2%'):>11}"
+        f"{r['method']:<34}{fmt(r['source_accuracy'], '.2%') + spread:>18}{fmt(r['target_accuracy'], '.2%'):>11}"
         f"{fmt(r['retention_drop_points'], '.2f'):>11}{r['trainable_parameters']:>10,}{r['bytes_stored']:>11,}"
         f"{r['wall_seconds']:>9.1f}"
     )
+
+
+def summarise(runs: list[dict]) -> dict:
+    """One row per method: means over its seeds, the source accuracy's standard deviation and every seed's value."""
+    mean = lambda key: None if runs[0][key] is None else sum(r[key] for r in runs) / len(runs)  # noqa: E731
+    row = runs[0] | {key: mean(key) for key in ("source_accuracy", "target_accuracy", "retention_drop_points", "wall_seconds")}
+    row["seeds"] = [r["seed"] for r in runs]
+    row["source_accuracy_per_seed"] = [r["source_accuracy"] for r in runs]
+    row["source_accuracy_sd"] = statistics.stdev(row["source_accuracy_per_seed"]) if len(runs) > 1 else None
+    del row["seed"]
+    return row
 
 
 def main():
@@ -216,20 +238,24 @@ def main():
     bench = Bench(args)
     header = (
         f"{args.source} -> {args.target}, rings {[32, *args.ring_sizes]}, {args.rounds} rounds x "
-        f"({args.synthesis_steps} synthesis + {args.kd_steps} KD steps), batch {args.batch_size}; "
+        f"({args.synthesis_steps} synthesis + {args.kd_steps} KD steps), batch {args.batch_size}, seeds {args.seeds}; "
         f"the target has {sum(p.numel() for p in bench.target.parameters()):,} parameters"
     )
-    columns = f"{'method':<34}{'source acc':>11}{'target acc':>11}{'drop (pts)':>11}{'params':>10}{'bytes':>11}{'wall s':>9}"
-    rows = []
+    columns = f"{'method':<34}{'source acc':>18}{'target acc':>11}{'drop (pts)':>11}{'params':>10}{'bytes':>11}{'wall s':>9}"
     runs = {
         "untrained": bench.untrained, "B": lambda: bench.kiop("B"), "BF": lambda: bench.kiop("BF"),
         "unlabelled": lambda: bench.kiop("B", "unlabelled"), "real": bench.real_data_prompt, "dfkd": bench.dfkd_student,
     }  # fmt: skip
-    for run in (runs[name] for name in args.rows):
-        rows.append(run())
-        print(f"[row] {format_row(rows[-1])}", flush=True)  # each row as soon as it is measured
+    per_seed, rows = [], []
+    for name in args.rows:
+        measured = []
+        for bench.seed in args.seeds:
+            measured.append(runs[name]())
+            print(f"[seed {bench.seed}] {format_row(measured[-1])}", flush=True)  # each run as soon as it is measured
+        per_seed += measured
+        rows.append(summarise(measured))
         if args.json:
-            Path(args.json).write_text(json.dumps({"setting": vars(args), "rows": rows}, indent=2) + "\n")
+            Path(args.json).write_text(json.dumps({"setting": vars(args), "rows": rows, "runs": per_seed}, indent=2) + "\n")
     print(f"\n{header}\n{columns}")
     for row in rows:
         print(format_row(row))
