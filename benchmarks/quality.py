@@ -51,6 +51,7 @@ def parse_args():
     for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size"):  # the embedded default's budget
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=DEFAULT_SCHEDULE[name])
     parser.add_argument("--bn-weight", type=float, default=DEFAULT_SCHEDULE["bn_weight"], help="BatchNorm prior weight (reference: 1.0)")
+    parser.add_argument("--learning-rate", type=float, default=DEFAULT_SCHEDULE["learning_rate"], help="prompt SGD learning rate (reference: 0.8)")
     parser.add_argument("--adv-weight", type=float, default=0.5, help="adversarial term weight (reference: 0.5)")
     parser.add_argument("--reset-generator", action="store_true", help="re-initialise the generator every round")
     parser.add_argument("--label-mapping", default="random", choices=["random", "frequency"])
@@ -94,12 +95,13 @@ class Bench:
 
     def training_args(self, name: str, preservation: str, **extra) -> KiOPTrainingArguments:
         a = self.args
-        budget = dict(rounds=a.rounds, synthesis_steps=a.synthesis_steps, kd_steps=a.kd_steps, batch_size=a.batch_size)
-        return KiOPTrainingArguments(
-            **DEFAULT_SCHEDULE | budget, output_dir=str(self.run_dir(name)), preservation=preservation, seed=self.seed,
-            bn_weight=a.bn_weight, adv_weight=a.adv_weight, reset_generator=a.reset_generator,
-            save_every_rounds=a.rounds, use_cpu=True, label_mapping=a.label_mapping, **extra,
-        )  # fmt: skip
+        run = dict(
+            rounds=a.rounds, synthesis_steps=a.synthesis_steps, kd_steps=a.kd_steps, batch_size=a.batch_size,
+            learning_rate=a.learning_rate, bn_weight=a.bn_weight, adv_weight=a.adv_weight, reset_generator=a.reset_generator,
+            output_dir=str(self.run_dir(name)), preservation=preservation, seed=self.seed, save_every_rounds=a.rounds,
+            use_cpu=True, label_mapping=a.label_mapping,
+        )
+        return KiOPTrainingArguments(**DEFAULT_SCHEDULE | run | extra)
 
     def run_dir(self, name: str) -> Path:
         return self.workdir / f"{name} (seed {self.seed})"
