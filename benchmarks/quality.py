@@ -55,6 +55,10 @@ def parse_args():
     parser.add_argument("--adv-weight", type=float, default=0.5, help="adversarial term weight (reference: 0.5)")
     parser.add_argument("--reset-generator", action="store_true", help="re-initialise the generator every round")
     parser.add_argument("--label-mapping", default="random", choices=["random", "frequency"])
+    parser.add_argument(
+        "--transfer-limit", type=int, help="the unlabelled row reads only this many source images (a fixed random "
+        "subset), e.g. 640, the size of the synthetic bank at the default budget"
+    )
     parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS, help="rows to measure (default: all)")
     parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per row and seed")
@@ -128,15 +132,25 @@ class Bench:
     def kiop(self, preservation: str, transfer_data: str = "synthetic") -> dict:
         torch.manual_seed(self.seed)
         model, start = self.fresh_model(), time.perf_counter()
-        name = f"KiOP-{preservation}" if transfer_data == "synthetic" else f"unlabelled source images, {preservation}"
+        name = f"KiOP-{preservation}"
+        if transfer_data != "synthetic":
+            name = f"{self.args.transfer_limit or 'all'} unlabelled source images, {preservation}"
         args = self.training_args(name, preservation, transfer_data=transfer_data)
         trainer = KiOPTrainer(
             model, {self.task: self.source}, args,
             preservation_images=self.target_data if preservation == "B" else None,
-            transfer_images=self.source_data if transfer_data != "synthetic" else None,
+            transfer_images=self.transfer_images() if transfer_data != "synthetic" else None,
         )  # fmt: skip
         trainer.train()
         return self.prompt_row(name, model, time.perf_counter() - start)
+
+    def transfer_images(self):
+        """The source's training images for the unlabelled row: all of them, or a fixed random subset."""
+        if self.args.transfer_limit is None:
+            return self.source_data
+        images, _ = dataset_tensors(self.source_data, 32, self.source.num_channels, "train")
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(123))
+        return images[order[: self.args.transfer_limit]]
 
     def real_data_prompt(self) -> dict:
         """The same prompt and optimiser on real labelled source data (cross-entropy) and real target images."""
