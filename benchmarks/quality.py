@@ -6,7 +6,9 @@ unlabelled target images for preservation); the same prompt trained on the sourc
 data-rich upper bound of visual reprogramming);
 and classic data-free distillation of the source into a fresh small student (a whole network stored).
 Columns: source accuracy on its real test set, target retention (own-task accuracy with the core ring, and its
-drop against the unprompted target), trainable parameters, bytes stored, wall time.
+drop against the unprompted target), trainable parameters, bytes stored, wall time. Rows trained on synthetic
+images also print how well the prompt fits its own synthetic bank (agreement with the source there) and how sure
+the source is of those images, the two figures that say why data-free transfer falls short of real data.
 
     python benchmarks/quality.py                 # the default budget (10 rounds of 30 + 40 steps per row)
     python benchmarks/quality.py --rounds 4 --json results.json
@@ -40,6 +42,7 @@ from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_pa
 
 
 ROWS = ["untrained", "B", "BF", "unlabelled", "real", "dfkd"]
+BANK_FIT = ["bank_agreement", "source_confidence_bank", "source_confidence_test"]
 
 
 def parse_args():
@@ -142,7 +145,19 @@ class Bench:
             transfer_images=self.transfer_images() if transfer_data != "synthetic" else None,
         )  # fmt: skip
         trainer.train()
-        return self.prompt_row(name, model, time.perf_counter() - start)
+        row = self.prompt_row(name, model, time.perf_counter() - start)
+        if transfer_data == "synthetic":
+            row |= self.bank_fit(model, trainer.banks[self.task].images)
+        return row
+
+    @torch.no_grad()
+    def bank_fit(self, model: KiOPModel, bank: torch.Tensor) -> dict:
+        """Why synthetic transfer falls short: how often the trained prompt agrees with the source on the very
+        synthetic images it was trained on, and how sure the source is of those images and of its real test images."""
+        confidence = lambda x: self.source(x).softmax(-1).amax(-1).mean().item()  # noqa: E731
+        test = to_unit_range(self.tests[self.task][0])
+        agreement = (model(bank, task=self.task).argmax(-1) == self.source(bank).argmax(-1)).float().mean().item()
+        return {"bank_agreement": agreement, "source_confidence_bank": confidence(bank), "source_confidence_test": confidence(test)}
 
     def transfer_images(self):
         """The source's training images for the unlabelled row: all of them, or a fixed random subset."""
@@ -238,10 +253,18 @@ def format_row(r: dict) -> str:
     )
 
 
+def format_bank_fit(r: dict) -> str:
+    return (
+        f"  fit to its synthetic bank: the prompt agrees with the source on {r['bank_agreement']:.2%} of it; the "
+        f"source's mean top-1 probability is {r['source_confidence_bank']:.3f} there, {r['source_confidence_test']:.3f} on real test images"
+    )
+
+
 def summarise(runs: list[dict]) -> dict:
     """One row per method: means over its seeds, the source accuracy's standard deviation and every seed's value."""
     mean = lambda key: None if runs[0][key] is None else sum(r[key] for r in runs) / len(runs)  # noqa: E731
-    row = runs[0] | {key: mean(key) for key in ("source_accuracy", "target_accuracy", "retention_drop_points", "wall_seconds")}
+    averaged = ["source_accuracy", "target_accuracy", "retention_drop_points", "wall_seconds", *BANK_FIT]
+    row = runs[0] | {key: mean(key) for key in averaged if key in runs[0]}
     row["seeds"] = [r["seed"] for r in runs]
     row["source_accuracy_per_seed"] = [r["source_accuracy"] for r in runs]
     row["source_accuracy_sd"] = statistics.stdev(row["source_accuracy_per_seed"]) if len(runs) > 1 else None
@@ -268,6 +291,8 @@ def main():
         for bench.seed in args.seeds:
             measured.append(runs[name]())
             print(f"[seed {bench.seed}] {format_row(measured[-1])}", flush=True)  # each run as soon as it is measured
+            if "bank_agreement" in measured[-1]:
+                print(f"[seed {bench.seed}] {format_bank_fit(measured[-1])}", flush=True)
         per_seed += measured
         rows.append(summarise(measured))
         if args.json:
@@ -275,6 +300,9 @@ def main():
     print(f"\n{header}\n{columns}")
     for row in rows:
         print(format_row(row))
+    for row in rows:
+        if "bank_agreement" in row:
+            print(f"{row['method']}, mean over seeds:{format_bank_fit(row)}")
 
 
 if __name__ == "__main__":
