@@ -56,6 +56,10 @@ def parse_args():
     parser.add_argument("--bn-weight", type=float, default=DEFAULT_SCHEDULE["bn_weight"], help="BatchNorm prior weight (reference: 1.0)")
     parser.add_argument("--learning-rate", type=float, default=DEFAULT_SCHEDULE["learning_rate"], help="prompt SGD learning rate (reference: 0.8)")
     parser.add_argument("--adv-weight", type=float, default=0.5, help="adversarial term weight (reference: 0.5)")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", type=training_override,
+        help="any other KiOPTrainingArguments field for the KiOP rows, e.g. --set temperature=4 oh_weight=2",
+    )
     parser.add_argument("--reset-generator", action="store_true", help="re-initialise the generator every round")
     parser.add_argument("--label-mapping", default="random", choices=["random", "frequency"])
     parser.add_argument(
@@ -67,6 +71,17 @@ def parse_args():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per row and seed")
     parser.add_argument("--json", help="also write the table as JSON to this file")
     return parser.parse_args()
+
+
+def training_override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as JSON where it parses (numbers, booleans), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in KiOPTrainingArguments.__dataclass_fields__:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a KiOPTrainingArguments field, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def file_bytes(path: Path) -> int:
@@ -108,7 +123,7 @@ class Bench:
             output_dir=str(self.run_dir(name)), preservation=preservation, seed=self.seed, save_every_rounds=a.rounds,
             use_cpu=True, label_mapping=a.label_mapping,
         )
-        return KiOPTrainingArguments(**DEFAULT_SCHEDULE | run | extra)
+        return KiOPTrainingArguments(**DEFAULT_SCHEDULE | run | dict(a.set) | extra)
 
     def run_dir(self, name: str) -> Path:
         return self.workdir / f"{name} (seed {self.seed})"
