@@ -13,6 +13,8 @@ the source is of those images, the two figures that say why data-free transfer f
     python benchmarks/quality.py                 # the default budget (10 rounds of 30 + 40 steps per row)
     python benchmarks/quality.py --rounds 4 --json results.json
     python benchmarks/quality.py --rows BF real --seeds 0 1 2   # mean and spread over seeds
+    python benchmarks/quality.py --rows BF --set temperature=4  # any other training argument
+    python benchmarks/quality.py --rows unlabelled --transfer-limit 640   # a real transfer set of the bank's size
 
 Runs of the data-free rows vary by several points from seed to seed, so compare methods over several seeds.
 """
