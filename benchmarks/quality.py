@@ -26,6 +26,7 @@ import json
 import statistics
 import tempfile
 import time
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -60,7 +61,8 @@ def parse_args():
     parser.add_argument("--adv-weight", type=float, default=0.5, help="adversarial term weight (reference: 0.5)")
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", type=training_override,
-        help="any other KiOPTrainingArguments field for the KiOP rows, e.g. --set temperature=4 oh_weight=2",
+        help="any other KiOPTrainingArguments field, e.g. --set temperature=4 oh_weight=2 (the KiOP rows train with "
+        "them; the real-data row takes its optimiser and temperature from them, the DFKD row its synthesis)",
     )
     parser.add_argument("--reset-generator", action="store_true", help="re-initialise the generator every round")
     parser.add_argument("--label-mapping", default="random", choices=["random", "frequency"])
@@ -171,10 +173,21 @@ class Bench:
     def bank_fit(self, model: KiOPModel, bank: torch.Tensor) -> dict:
         """Why synthetic transfer falls short: how often the trained prompt agrees with the source on the very
         synthetic images it was trained on, and how sure the source is of those images and of its real test images."""
-        confidence = lambda x: self.source(x).softmax(-1).amax(-1).mean().item()  # noqa: E731
-        test = to_unit_range(self.tests[self.task][0])
         agreement = (model(bank, task=self.task).argmax(-1) == self.source(bank).argmax(-1)).float().mean().item()
-        return {"bank_agreement": agreement, "source_confidence_bank": confidence(bank), "source_confidence_test": confidence(test)}
+        return {
+            "bank_agreement": agreement,
+            "source_confidence_bank": self.source_confidence(bank),
+            "source_confidence_test": self.source_confidence_test,
+        }
+
+    @torch.no_grad()
+    def source_confidence(self, images: torch.Tensor) -> float:
+        """The source's mean top-1 probability on ``images``."""
+        return self.source(to_unit_range(images)).softmax(-1).amax(-1).mean().item()
+
+    @cached_property
+    def source_confidence_test(self) -> float:
+        return self.source_confidence(self.tests[self.task][0])
 
     def transfer_images(self):
         """The source's training images for the unlabelled row: all of them, or a fixed random subset."""
