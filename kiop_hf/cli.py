@@ -13,7 +13,8 @@ from .zoo.build import DEFAULT_ROOT, build_zoo
 _TRAINING_FLAGS = (
     "rounds", "synthesis_steps", "kd_steps", "batch_size", "seed", "learning_rate", "temperature", "synthesizer",
     "preservation_weight", "save_every_rounds", "logging_steps", "eval_limit", "hub_model_id", "label_mapping",
-    "label_mapping_refresh_rounds", "bn_weight", "adv_weight", "oh_weight", "cr_weight",
+    "label_mapping_refresh_rounds", "bn_weight", "adv_weight", "oh_weight", "cr_weight", "data_bank_size",
+    "recent_share", "mixed_precision",
 )  # fmt: skip
 
 
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--zoo-root", default=str(DEFAULT_ROOT), help="zoo folder for the embedded default")
     types = {f.name: f.type for f in fields(KiOPTrainingArguments)}
     for name in _TRAINING_FLAGS:
-        kind = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str}[str(types[name])]
+        kind = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str,
+                "float | None": float}[str(types[name])]
         train.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"KiOPTrainingArguments.{name}")
     train.set_defaults(func=_train)
 

@@ -85,6 +85,7 @@ class KiOPTrainer:
         self.args = args
         self.accelerator = Accelerator(
             cpu=args.use_cpu,
+            mixed_precision=args.mixed_precision,
             log_with=args.report_to or None,
             project_config=ProjectConfiguration(
                 project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs"),
@@ -112,7 +113,7 @@ class KiOPTrainer:
         if not isinstance(images, torch.Tensor):
             images, _ = dataset_tensors(images, image_size, num_channels)
         bank = DataBank()
-        bank.add(images)
+        bank.add(images.to(self.accelerator.device))  # kept on the device, in its own dtype (uint8 stays small)
         return bank
 
     def _setup(self):
@@ -163,7 +164,8 @@ class KiOPTrainer:
         prompt = self.model.prompt.requires_grad_(False)
         losses = {}
         for name, synthesizer in self.synthesizers.items():
-            self.banks[name].add(synthesizer.synthesize(partial(self.prompted, name)))
+            with self.accelerator.autocast():
+                self.banks[name].add(synthesizer.synthesize(partial(self.prompted, name)))
             losses.update({f"synthesis/{name}/{term}": v for term, v in synthesizer.last_losses.items()})
         prompt.requires_grad_(True)
         return losses
@@ -197,24 +199,31 @@ class KiOPTrainer:
         config.label_mapping = "frequency"
         config.check()
 
+    def _sample(self, bank: DataBank, n: int) -> torch.Tensor:
+        """A knowledge-storing draw: synthetic banks give ``recent_share`` of it from their newest batch."""
+        synthetic = any(bank is self.banks.get(name) for name in self.synthesizers)
+        return bank.sample(n, recent_share=self.args.recent_share if synthetic else 0.0)
+
     def knowledge_storing_step(self) -> dict[str, float]:
         """One SGD step on the prompt over every source's bank and the preservation images."""
         args, device = self.args, self.accelerator.device
         weights = args.source_weights or {}
         losses = {}
-        for name, source in self.sources.items():
-            banks = self.source_banks[name]
-            shares = [args.batch_size // len(banks) + (i < args.batch_size % len(banks)) for i in range(len(banks))]
-            x = torch.cat([to_unit_range(bank.sample(n)) for bank, n in zip(banks, shares)]).to(device)
-            with torch.no_grad():
-                teacher = source(x)
-            losses[name] = weights.get(name, 1.0) * distillation_loss(self.prompted(name, x), teacher, args.temperature)
-        if args.preservation != "none":
-            x = to_unit_range(self.banks[TARGET_TASK].sample(args.batch_size)).to(device)
-            with torch.no_grad():
-                teacher = self.model.target(x)
-            student = self.model(x, task=TARGET_TASK)
-            losses[TARGET_TASK] = args.preservation_weight * distillation_loss(student, teacher, args.temperature)
+        with self.accelerator.autocast():
+            for name, source in self.sources.items():
+                banks = self.source_banks[name]
+                shares = [args.batch_size // len(banks) + (i < args.batch_size % len(banks)) for i in range(len(banks))]
+                x = torch.cat([to_unit_range(self._sample(bank, n)) for bank, n in zip(banks, shares)]).to(device)
+                with torch.no_grad():
+                    teacher = source(x)
+                loss = distillation_loss(self.prompted(name, x), teacher, args.temperature)
+                losses[name] = weights.get(name, 1.0) * loss
+            if args.preservation != "none":
+                x = to_unit_range(self._sample(self.banks[TARGET_TASK], args.batch_size)).to(device)
+                with torch.no_grad():
+                    teacher = self.model.target(x)
+                student = self.model(x, task=TARGET_TASK)
+                losses[TARGET_TASK] = args.preservation_weight * distillation_loss(student, teacher, args.temperature)
         loss = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
@@ -316,7 +325,7 @@ class KiOPTrainer:
 
     def _samples(self) -> dict[str, torch.Tensor]:
         """The newest synthetic images of each source, for the card."""
-        return {name: self.banks[name].images[-32:] for name in self.sources if len(self.banks.get(name, ())) > 0}
+        return {name: self.banks[name].images[-32:].cpu() for name in self.sources if len(self.banks.get(name, ())) > 0}
 
     def _dataset_names(self) -> list[str]:
         named = [self.preservation_images, *(self.transfer_images or {}).values(), *self.eval_sets.values()]
@@ -329,15 +338,13 @@ class KiOPTrainer:
         folder = Path(self.accelerator.save_state())
         tensors, meta = {}, {"round": self.round, "history": self.history, "label_mapping": self.model.config.label_mapping}
         meta["label_maps"] = {source["name"]: source["label_map"] for source in self.model.config.sources}
-        for name in self.synthesizers:  # synthetic banks only: real images are read again from their source
-            if self.banks[name].images is not None:
-                tensors[f"bank/{name}"] = self.banks[name].images.contiguous()
-        for name, synthesizer in self.synthesizers.items():
-            for key, value in _flatten(synthesizer.state_dict()).items():
+        for name, synthesizer in self.synthesizers.items():  # synthetic banks only: real images are read again
+            state = {"bank": {name: self.banks[name].state_dict()}, "synthesizer": {name: synthesizer.state_dict()}}
+            for key, value in _flatten(state).items():
                 if isinstance(value, torch.Tensor):
-                    tensors[f"synthesizer/{name}/{key}"] = value.contiguous()
+                    tensors[key] = value.detach().cpu().contiguous()
                 else:
-                    meta[f"synthesizer/{name}/{key}"] = value
+                    meta[key] = value
         rank = self.accelerator.process_index
         save_file(tensors, folder / f"run_state_{rank}.safetensors")
         (folder / f"run_state_{rank}.json").write_text(json.dumps(meta))
@@ -354,14 +361,13 @@ class KiOPTrainer:
         self.round, self.history = meta["round"], meta["history"]
         if meta.get("label_mapping") == "frequency":
             self._set_label_maps(meta["label_maps"])
-        for name, bank in self.banks.items():
-            if f"bank/{name}" in tensors:
-                bank.images = tensors[f"bank/{name}"]
+        device = self.accelerator.device
+        flat = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in (tensors | meta).items()}
+        state = _unflatten({k: v for k, v in flat.items() if k.startswith(("bank/", "synthesizer/"))})
         for name, synthesizer in self.synthesizers.items():
-            prefix = f"synthesizer/{name}/"
-            flat = {k[len(prefix) :]: v for k, v in (tensors | meta).items() if k.startswith(prefix)}
-            if flat:
-                synthesizer.load_state_dict(_unflatten(flat))
+            self.banks[name].load_state_dict(state.get("bank", {}).get(name, {}))
+            if state.get("synthesizer", {}).get(name):
+                synthesizer.load_state_dict(state["synthesizer"][name])
         self._continue_checkpoint_numbering(folder)
 
     def _continue_checkpoint_numbering(self, last: Path | None) -> None:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 PRESERVATION_MODES = ("BF", "B", "none")
 TRANSFER_MODES = ("synthetic", "unlabelled", "mixed")
 LABEL_MAPPINGS = ("random", "frequency")
+MIXED_PRECISION = (None, "no", "bf16", "fp16")
 
 
 @dataclass
@@ -47,25 +48,38 @@ class KiOPTrainingArguments:
     # target-domain images passed to the trainer, "none" trains without the term.
     preservation: str = "BF"
     preservation_weight: float = 1.0
-    # Synthesis
+    # Synthesis: "cmi" (KiOP's), "fast" (FastDFKD: a meta-learned generator adapted for a few steps per round,
+    # cheap enough for many more rounds) or "deepinversion" (pixels optimised directly).
     synthesizer: str = "cmi"
     synthesis_lr: float = 0.01
     bn_weight: float = 1.0
     oh_weight: float = 1.0
     adv_weight: float = 0.5
-    cr_weight: float = 0.8
+    # Contrastive term weight; None: the method's default (0.8 for cmi, 0 for fast, where it is optional).
+    cr_weight: float | None = None
     cr_temperature: float = 0.6
     memory_bank_size: int = 40_960
     num_negatives: int = 4_096
     head_dim: int = 256
     reset_generator: bool = True
+    # fast only: learning rate of the latent codes, Reptile step of the meta weights towards the adapted ones,
+    # momentum of the averaged batch statistics in the BN prior.
+    latent_lr: float = 0.05
+    meta_step: float = 0.5
+    bn_momentum: float = 0.9
+    # Data banks: at most this many images per inverted model (None: all; the newest replace the oldest), and the
+    # share of each knowledge-storing batch drawn from the newest synthetic batch (the rest from the whole bank).
     data_bank_size: int | None = None
+    recent_share: float = 0.0
     # Checkpoints, logging, hardware
     save_every_rounds: int = 1
     save_total_limit: int | None = 2
     logging_steps: int = 50
     report_to: list[str] = field(default_factory=list)
     use_cpu: bool = False
+    # "no", "bf16" or "fp16": autocast for the frozen models' passes and the generator (the prompt's parameters
+    # and optimizer stay fp32); None takes accelerate's setting (`accelerate launch --mixed_precision bf16`).
+    mixed_precision: str | None = None
     # Evaluation (on the trainer's eval_sets at the end of training) and publishing, as in transformers
     eval_limit: int | None = None
     push_to_hub: bool = False
@@ -87,6 +101,10 @@ class KiOPTrainingArguments:
             raise ValueError(f"synthesis_steps must be non-negative, got {self.synthesis_steps}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0 <= self.recent_share <= 1:
+            raise ValueError(f"recent_share must be between 0 and 1, got {self.recent_share}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
 
     def synthesizer_kwargs(self) -> dict:
         """Keyword arguments for ``make_synthesizer`` (method-specific ones only where the method takes them)."""
@@ -97,17 +115,15 @@ class KiOPTrainingArguments:
             "oh_weight": self.oh_weight,
             "adv_weight": self.adv_weight,
         }
-        if self.synthesizer == "cmi":
-            return common | {
-                "lr": self.synthesis_lr,
-                "cr_weight": self.cr_weight,
-                "temperature": self.cr_temperature,
-                "bank_size": self.memory_bank_size,
-                "num_negatives": self.num_negatives,
-                "head_dim": self.head_dim,
-                "reset_generator": self.reset_generator,
-            }
-        return common
+        if self.synthesizer == "deepinversion":
+            return common
+        contrastive = {"temperature": self.cr_temperature, "bank_size": self.memory_bank_size,
+                       "num_negatives": self.num_negatives, "head_dim": self.head_dim, "lr": self.synthesis_lr}  # fmt: skip
+        if self.cr_weight is not None:
+            contrastive["cr_weight"] = self.cr_weight
+        if self.synthesizer == "fast":
+            return common | contrastive | {"latent_lr": self.latent_lr, "meta_step": self.meta_step, "bn_momentum": self.bn_momentum}
+        return common | contrastive | {"reset_generator": self.reset_generator}
 
     def to_dict(self) -> dict:
         """The arguments without secrets (the Hub token), for trackers and logs."""

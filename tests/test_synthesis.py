@@ -75,3 +75,83 @@ def test_models_without_batchnorm_keep_the_contrastive_term_on_their_layernorm_i
     images = synthesizer.synthesize(student_of(model))
     assert images.shape == (6, 3, 32, 32)
     assert synthesizer.memory.count == 6 and synthesizer.memory.features.shape[1] == 2 * synthesizer.statistics.feature_dim
+
+
+def test_a_fast_round_adapts_meta_weights_in_a_few_steps_and_moves_them_towards_the_adapted_ones(gray_source):
+    synthesizer = make_synthesizer("fast", gray_source, batch_size=10, steps=2, meta_step=0.5)
+    assert synthesizer.active_terms == ["bn", "oh", "adv"]  # the contrastive term is optional, off by default
+    torch.manual_seed(0)
+    images = synthesizer.synthesize(student_of(gray_source))
+    assert images.shape == (10, 1, 32, 32) and images.dtype == torch.float32
+    assert torch.equal(synthesizer._round_labels(images.device), torch.arange(10) % 10)  # every class, every round
+
+    # Reptile: after a round the meta weights sit halfway between where they started and the adapted weights
+    start = {k: v.clone() for k, v in synthesizer.meta_generator.state_dict().items()}
+    optimizer_before = synthesizer.optimizer
+    synthesizer.synthesize(student_of(gray_source))
+    assert synthesizer.optimizer is optimizer_before  # allocated once, reset in place
+    meta, fast = synthesizer.meta_generator.state_dict(), synthesizer.generator.state_dict()
+    key = "project.0.weight"
+    assert torch.allclose(meta[key], 0.5 * (start[key] + fast[key]), atol=1e-6)
+    assert not torch.equal(meta[key], start[key])
+    assert len(synthesizer.statistics.averages) == len(synthesizer.statistics)  # BN momentum averages committed
+
+    # what persists (meta generator, meta latent, BN averages) restores a synthesizer that continues identically
+    again = make_synthesizer("fast", gray_source, batch_size=10, steps=2, meta_step=0.5)
+    again.load_state_dict(synthesizer.state_dict())
+    torch.manual_seed(1)
+    expected = synthesizer.synthesize(student_of(gray_source))
+    torch.manual_seed(1)
+    assert torch.equal(again.synthesize(student_of(gray_source)), expected)
+
+
+def test_fast_settings_out_of_range_are_refused(gray_source):
+    with pytest.raises(ValueError, match="meta_step must be in"):
+        make_synthesizer("fast", gray_source, meta_step=0)
+    with pytest.raises(ValueError, match="bn_momentum must be in"):
+        make_synthesizer("fast", gray_source, bn_momentum=1.0)
+
+
+def test_the_bn_prior_with_momentum_blends_the_batch_with_earlier_rounds(gray_source):
+    from kiop_hf.synthesis.priors import BatchNormStatistics
+
+    statistics = BatchNormStatistics(gray_source.model, momentum=0.9)
+    first, second = torch.rand(8, 1, 32, 32), torch.rand(8, 1, 32, 32) * 0.2
+    with statistics, torch.no_grad():
+        gray_source(first)
+        plain = statistics.loss()
+        statistics.commit()
+        statistics.clear()
+        gray_source(second)
+        blended = statistics.loss()
+    reference = BatchNormStatistics(gray_source.model)
+    with reference, torch.no_grad():
+        gray_source(second)
+        alone = reference.loss()
+    assert plain > 0 and not torch.isclose(blended, alone)  # the average of the first batch pulls the second
+
+
+def test_a_bounded_bank_is_a_ring_buffer_and_draws_a_share_from_its_newest_batch():
+    bank = DataBank(max_size=6)
+    bank.add(torch.zeros(4, 1, 2, 2))
+    bank.add(torch.ones(4, 1, 2, 2))  # two of the zeros give way
+    assert len(bank) == 6 and bank.images[:2].sum() == 0 and bank.images[2:].min() == 1
+    assert bank.sample(10, recent_share=1.0).min() == 1  # all from the newest batch
+    assert len(bank.sample(10, recent_share=0.3)) == 10
+
+    restored = DataBank(max_size=6)
+    restored.load_state_dict(bank.state_dict())
+    torch.manual_seed(0)
+    expected = bank.sample(5, recent_share=0.4)
+    torch.manual_seed(0)
+    assert torch.equal(restored.sample(5, recent_share=0.4), expected)
+    bank.add(torch.full((1, 1, 2, 2), 2.0))
+    restored.add(torch.full((1, 1, 2, 2), 2.0))
+    assert torch.equal(bank.images, restored.images)
+
+    unbounded = DataBank()
+    for i in range(5):
+        unbounded.add(torch.full((3, 1, 2, 2), float(i)))  # grows by doubling, oldest first
+    assert len(unbounded) == 15 and unbounded.images[:, 0, 0, 0].tolist() == [i for i in range(5) for _ in range(3)]
+    with pytest.raises(ValueError, match="max_size must be at least 1"):
+        DataBank(max_size=0)

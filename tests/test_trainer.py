@@ -35,7 +35,7 @@ def snapshot(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
 
 
-@pytest.mark.parametrize("synthesizer", ["cmi", "deepinversion"])
+@pytest.mark.parametrize("synthesizer", ["cmi", "deepinversion", "fast"])
 def test_data_free_run_trains_only_the_prompt_and_saves_a_loadable_prompt(
     synthesizer, transformers_folder, timm_folder, tmp_path
 ):
@@ -139,6 +139,48 @@ def test_b_mode_without_images_and_mismatched_sources_are_refused(transformers_f
         KiOPTrainer(model, {"gray": source}, KiOPTrainingArguments(output_dir=str(tmp_path)), eval_sets={"grey": "x"})
     with pytest.raises(ValueError, match="preservation must be one of"):
         KiOPTrainingArguments(output_dir=str(tmp_path), preservation="C")
+
+
+@pytest.mark.parametrize("synthesizer", [dict(synthesizer="fast"), dict(synthesizer="cmi", reset_generator=False)])
+def test_a_run_resumed_from_a_middle_checkpoint_ends_like_the_straight_run(
+    synthesizer, transformers_folder, timm_folder, tmp_path
+):
+    """Everything a synthesizer keeps across rounds (a kept generator, fast's meta weights and BN averages) and a
+    bounded bank's ring buffer and newest batch are in the checkpoint, and loading them draws no random numbers."""
+    import shutil
+
+    run = synthesizer | dict(rounds=4, data_bank_size=12, recent_share=0.5, save_total_limit=None)
+    straight = tiny_run(transformers_folder, timm_folder, tmp_path / "straight", **run)
+    straight.train()
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "checkpoint_1", tmp_path / "resumed" / "checkpoints" / "checkpoint_1")
+    resumed = tiny_run(transformers_folder, timm_folder, tmp_path / "resumed", **run)
+    resumed.train(resume_from_checkpoint=True)
+    assert len(resumed.banks["gray"]) == 12
+    assert all(torch.equal(a, b) for a, b in zip(straight.model.prompt.rings, resumed.model.prompt.rings))
+    assert torch.equal(straight.banks["gray"].images, resumed.banks["gray"].images)
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate fixes the precision once per process; let this test choose its own and leave none behind."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_mixed_precision_autocasts_the_frozen_passes_and_keeps_the_prompt_in_fp32(
+    transformers_folder, timm_folder, tmp_path, fresh_accelerator_state
+):
+    trainer = tiny_run(transformers_folder, timm_folder, tmp_path, synthesizer="fast", mixed_precision="bf16", rounds=1)
+    model = trainer.train()
+    assert trainer.accelerator.mixed_precision == "bf16"
+    assert all(ring.dtype == torch.float32 for ring in model.prompt.rings)
+    assert trainer.banks["gray"].images.dtype == torch.float32
+    assert all(torch.isfinite(torch.tensor(v)) for v in trainer.history[-1].values())
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        KiOPTrainingArguments(output_dir=str(tmp_path), mixed_precision="fp8")
 
 
 RUN_SCRIPT = textwrap.dedent(

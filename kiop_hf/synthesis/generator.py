@@ -32,3 +32,11 @@ class Generator(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.project(z).view(z.shape[0], -1, self.init_size, self.init_size)
         return self.blocks(x)
+
+
+def empty_generator(latent_dim: int, image_size: int, num_channels: int, device: torch.device) -> Generator:
+    """A generator whose weights are about to be loaded, built without drawing from the run's random numbers (a
+    resumed run must draw exactly what the uninterrupted run drew)."""
+    with torch.device("meta"):
+        generator = Generator(latent_dim, image_size, num_channels)
+    return generator.to_empty(device=device)

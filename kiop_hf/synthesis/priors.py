@@ -15,10 +15,18 @@ class BatchNormStatistics:
     per-sample means of the recorded inputs, concatenated over layers (the features CMI contrasts). A model
     without BatchNorm (a ViT, a CLIP image tower) has no prior; its LayerNorm / GroupNorm inputs still give the
     features. Outside the block no hook is attached, so the model's other users pay nothing and keep nothing.
+
+    With ``momentum`` > 0 the prior compares the running statistics with a blend of the batch's statistics and a
+    momentum average over earlier rounds' batches (FastDFKD's feature-statistics regulariser): a few adaptation
+    steps on one small batch then cannot over-fit that batch's statistics. ``commit()`` folds the latest batch's
+    statistics into the average, once per round.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, momentum: float = 0.0):
         self.model = model
+        self.momentum = momentum
+        self.averages: list[tuple[torch.Tensor, torch.Tensor]] = []  # per BatchNorm layer, once committed
+        self._latest: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
         self.feature_layers = self.layers or [m for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))]
         self._inputs: list[tuple[nn.Module, torch.Tensor]] = []  # (layer, its input), in call order
@@ -48,17 +56,42 @@ class BatchNormStatistics:
         self._inputs = []
 
     def loss(self) -> torch.Tensor:
-        total = 0.0
+        total, latest = 0.0, []
         for layer, x in self._inputs:
             if not isinstance(layer, nn.modules.batchnorm._BatchNorm):
                 continue
+            x = x.float()  # statistics in fp32 under mixed precision
             dims = [0, *range(2, x.ndim)]
             mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
+            latest.append((mean.detach(), var.detach()))
+            if self.momentum > 0 and len(self.averages) == len(self.layers):
+                average_mean, average_var = self.averages[len(latest) - 1]
+                mean = (1 - self.momentum) * mean + self.momentum * average_mean
+                var = (1 - self.momentum) * var + self.momentum * average_var
             total = total + torch.norm(mean - layer.running_mean, 2) + torch.norm(var - layer.running_var, 2)
+        self._latest = latest
         return total
 
+    def commit(self) -> None:
+        """Fold the statistics of the latest ``loss()`` batch into the momentum averages."""
+        if len(self._latest) != len(self.layers):
+            return
+        if len(self.averages) != len(self.layers):
+            self.averages = list(self._latest)
+        else:
+            self.averages = [
+                (self.momentum * m + (1 - self.momentum) * new_m, self.momentum * v + (1 - self.momentum) * new_v)
+                for (m, v), (new_m, new_v) in zip(self.averages, self._latest)
+            ]
+
+    def state_dict(self) -> dict:
+        return {f"{kind}_{i}": t for i, (m, v) in enumerate(self.averages) for kind, t in (("mean", m), ("var", v))}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.averages = [(state[f"mean_{i}"], state[f"var_{i}"]) for i in range(len(state) // 2)]
+
     def features(self) -> torch.Tensor:
-        return torch.cat([_per_sample_mean(layer, x) for layer, x in self._inputs], dim=1)
+        return torch.cat([_per_sample_mean(layer, x.float()) for layer, x in self._inputs], dim=1)
 
 
 def _width(layer: nn.Module) -> int:

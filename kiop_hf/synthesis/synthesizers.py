@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from ..augment import random_resized_crop
 from ..classifiers import FrozenClassifier
 from ..losses import adversarial_loss
-from .generator import Generator
+from .generator import Generator, empty_generator
 from .priors import BatchNormStatistics, MemoryBank, ProjectionHead, contrastive_loss
 
 Student = Callable[[torch.Tensor], torch.Tensor]
+ADAM_BETAS = (0.5, 0.999)  # the synthesis optimiser of DeepInversion, CMI and FastDFKD
 
 
 class Synthesizer(ABC):
@@ -69,8 +70,12 @@ class Synthesizer(ABC):
         return text
 
     @abstractmethod
-    def _start_round(self, device: torch.device) -> list[dict]:
-        """Create this round's parametrisation; return its optimizer parameter groups."""
+    def _start_round(self, device: torch.device) -> torch.optim.Optimizer:
+        """Set up this round's parametrisation; return the optimizer that adapts it."""
+
+    def _round_labels(self, device: torch.device) -> torch.Tensor:
+        """The classes this round's samples are pushed towards: drawn uniformly."""
+        return torch.randint(self.model.num_labels, (self.batch_size,), device=device)
 
     @abstractmethod
     def _draw(self) -> torch.Tensor:
@@ -92,21 +97,21 @@ class Synthesizer(ABC):
 
     def _synthesize(self, student: Student) -> torch.Tensor:
         device = self.model.mean.device
-        optimizer = torch.optim.Adam(self._start_round(device), betas=(0.5, 0.999))
-        labels = torch.randint(self.model.num_labels, (self.batch_size,), device=device)
+        optimizer = self._start_round(device)
+        labels = self._round_labels(device)
         best_loss, best = math.inf, None
         for _ in range(self.steps):
             images = self._draw()
             view = self._view(images)
             self.statistics.clear()
-            teacher_logits = self.model(view)
+            teacher_logits = self.model(view).float()  # losses in fp32, also under mixed precision
             losses = {"bn": self.statistics.loss(), "oh": F.cross_entropy(teacher_logits, labels)}
             losses.update(self._method_losses(images, view))
             if self.weights["adv"] > 0:
-                losses["adv"] = adversarial_loss(student(view), teacher_logits)
+                losses["adv"] = adversarial_loss(student(view).float(), teacher_logits)
             loss = sum(self.weights.get(name, 1.0) * value for name, value in losses.items())
             if loss.item() < best_loss:
-                best_loss, best = loss.item(), images.detach().clone()
+                best_loss, best = loss.item(), images.detach().float().clone()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -174,7 +179,7 @@ class CMISynthesizer(Synthesizer):
         groups = [{"params": [*self.generator.parameters(), self.z], "lr": self.lr}]
         if self.contrastive:
             groups.append({"params": self.head.parameters(), "lr": self.head_lr})
-        return groups
+        return torch.optim.Adam(groups, betas=ADAM_BETAS)
 
     def _draw(self):
         return self.generator(self.z)
@@ -217,7 +222,7 @@ class CMISynthesizer(Synthesizer):
             self.memory.load_state_dict(state["memory"])
         if "generator" in state:
             channels, size, _ = self.image_shape
-            self.generator = Generator(self.latent_dim, size, channels).to(self.model.mean.device)
+            self.generator = empty_generator(self.latent_dim, size, channels, self.model.mean.device)
             self.generator.load_state_dict(state["generator"])
 
 
@@ -233,7 +238,7 @@ class DeepInversionSynthesizer(Synthesizer):
 
     def _start_round(self, device):
         self.logits = torch.randn(self.batch_size, *self.image_shape, device=device, requires_grad=True)
-        return [{"params": [self.logits], "lr": self.lr}]
+        return torch.optim.Adam([self.logits], lr=self.lr, betas=ADAM_BETAS)
 
     def _draw(self):
         return torch.sigmoid(self.logits)
@@ -241,41 +246,4 @@ class DeepInversionSynthesizer(Synthesizer):
     def _method_losses(self, images, view):
         tv = (images[..., 1:, :] - images[..., :-1, :]).abs().mean() + (images[..., 1:] - images[..., :-1]).abs().mean()
         return {"tv": tv * images[0].numel()}
-
-
-SYNTHESIZERS: dict[str, type[Synthesizer]] = {"cmi": CMISynthesizer, "deepinversion": DeepInversionSynthesizer}
-
-
-def make_synthesizer(method: str, model: FrozenClassifier, **kwargs) -> Synthesizer:
-    if method not in SYNTHESIZERS:
-        raise ValueError(f"unknown synthesis method {method!r}; choose one of {sorted(SYNTHESIZERS)}")
-    return SYNTHESIZERS[method](model, **kwargs)
-
-
-class DataBank:
-    """The growing in-memory set of synthetic images of one inverted model (no PNG round trips)."""
-
-    def __init__(self, max_size: int | None = None):
-        self.max_size = max_size
-        self.images: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return 0 if self.images is None else len(self.images)
-
-    def add(self, images: torch.Tensor) -> None:
-        images = images.detach().cpu()
-        self.images = images if self.images is None else torch.cat([self.images, images])
-        if self.max_size is not None:
-            self.images = self.images[-self.max_size :]
-
-    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        if self.images is None:
-            raise RuntimeError("the data bank is empty: synthesize before sampling")
-        return self.images[torch.randint(len(self.images), (batch_size,), generator=generator)]
-
-    def state_dict(self) -> dict:
-        return {"images": self.images}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.images = state["images"]
 
