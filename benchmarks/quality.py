@@ -166,7 +166,7 @@ class Bench:
         trainer.train()
         row = self.prompt_row(name, model, time.perf_counter() - start)
         if transfer_data == "synthetic":
-            row |= self.bank_fit(model, trainer.banks[self.task].images)
+            row |= self.bank_fit(model, trainer.banks[self.task].images) | {"bank_images": len(trainer.banks[self.task])}
         return row
 
     @torch.no_grad()

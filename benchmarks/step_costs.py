@@ -1,67 +1,94 @@
-"""What each period of a KiOP round costs: seconds per synthesis step (per synthesizer) and per knowledge-storing
-step, on the embedded default (fashion-mnist-resnet into letters-resnet10t, rings 32 -> 36 -> 64, batch 64).
+"""What each part of a KiOP round costs, on the embedded default's models (fashion-mnist-resnet into
+letters-resnet10t, rings 32 -> 36 -> 64, batch 64): one synthesis round per method and inverted model (CMI with
+the original default's 30 steps, the fast synthesizer with the embedded default's steps, DeepInversion with 30),
+and one knowledge-storing step; each in fp32 and under bf16 autocast (``--mixed-precision bf16``'s passes).
 
-    python benchmarks/step_costs.py [--batch-size 64] [--repeats 5]
+The timings are interleaved (every measurement once per repeat, in turn) and the figures that matter are ratios
+within this one run: the fast round against the CMI round, bf16 against fp32.
+
+    python benchmarks/step_costs.py [--repeats 5] [--json costs.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
+import json
 import statistics
 import tempfile
 import time
 from functools import partial
+from pathlib import Path
 
 import torch
 
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.configuration_kiop import TARGET_TASK
-from kiop_hf.pipeline import DEFAULT_SOURCE, DEFAULT_TARGET
+from kiop_hf.pipeline import CMI_SCHEDULE, DEFAULT_SCHEDULE, DEFAULT_SOURCE, DEFAULT_TARGET
 from kiop_hf.synthesis import make_synthesizer
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo
 
-
-def median_seconds(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+METHODS = {"cmi": CMI_SCHEDULE, "fast": DEFAULT_SCHEDULE, "deepinversion": CMI_SCHEDULE | {"synthesizer": "deepinversion"}}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10, help="synthesis steps per timed round")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", help="also write the figures as JSON to this file")
     args = parser.parse_args()
     specs = {spec.name: spec for spec in REFERENCE_ZOO}
     build_zoo(DEFAULT_ROOT, [specs[DEFAULT_SOURCE], specs[DEFAULT_TARGET]])
     source, target = load_classifier(DEFAULT_ROOT / DEFAULT_SOURCE), load_classifier(DEFAULT_ROOT / DEFAULT_TARGET)
     task = specs[DEFAULT_SOURCE].dataset
     model = KiOPModel.from_models(target, {task: source}, image_size=32, ring_sizes=[36, 64])
-    training = KiOPTrainingArguments(
-        output_dir=tempfile.mkdtemp(), batch_size=args.batch_size, synthesis_steps=args.steps, use_cpu=True,
-        memory_bank_size=4096, num_negatives=1024, reset_generator=False,
-    )  # fmt: skip
-    trainer = KiOPTrainer(model, {task: source}, training)
+    trainer = KiOPTrainer(model, {task: source}, KiOPTrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=True, **CMI_SCHEDULE))
     trainer._setup()
     trainer.synthesize()  # fill the banks once
-    print(f"torch threads: {torch.get_num_threads()}, batch {args.batch_size}, median of {args.repeats}")
-    for method in ("cmi", "deepinversion"):
+
+    precisions = {"fp32": contextlib.nullcontext, "bf16": partial(torch.autocast, "cpu", dtype=torch.bfloat16)}
+    jobs = {}
+    for method, schedule in METHODS.items():
+        kwargs = KiOPTrainingArguments(output_dir=tempfile.mkdtemp(), **schedule).synthesizer_kwargs()
         for name, inverted in ((task, source), (TARGET_TASK, target)):
-            kwargs = dataclasses.replace(training, synthesizer=method).synthesizer_kwargs()
             synthesizer = make_synthesizer(method, inverted, **kwargs)
-            student = partial(trainer.prompted, name)
-            seconds = median_seconds(lambda: synthesizer.synthesize(student), args.repeats) / args.steps
-            print(f"synthesis step, {method:<13} inverting {name:<14} {seconds:.3f} s")
-    seconds = median_seconds(trainer.knowledge_storing_step, args.repeats * 4)
-    print(f"knowledge-storing step (source + preservation)         {seconds:.3f} s")
+            synthesizer.synthesize(partial(trainer.prompted, name))  # warm-up: allocations, a filled memory bank
+            for precision, context in precisions.items():
+                label = f"{method} round ({kwargs['steps']} steps), inverting {name}, {precision}"
+                jobs[label] = partial(_under, context, synthesizer.synthesize, partial(trainer.prompted, name))
+    for precision, context in precisions.items():
+        jobs[f"knowledge-storing step, {precision}"] = partial(_under, context, trainer.knowledge_storing_step)
+
+    times: dict[str, list[float]] = {label: [] for label in jobs}
+    for _ in range(args.repeats):
+        for label, job in jobs.items():
+            start = time.perf_counter()
+            job()
+            times[label].append(time.perf_counter() - start)
+    seconds = {label: statistics.median(values) for label, values in times.items()}
+
+    print(f"torch threads: {torch.get_num_threads()}, batch {CMI_SCHEDULE['batch_size']}, median of {args.repeats}, interleaved")
+    for label, value in seconds.items():
+        print(f"{label:<62}{value:>8.3f} s")
+    figures = {}
+    for precision in precisions:
+        def round_of(method: str) -> float:  # one synthesis round over both inverted models (BF)
+            return sum(v for k, v in seconds.items() if k.startswith(f"{method} round") and k.endswith(precision))
+
+        figures[f"fast / cmi round, {precision}"] = round_of("fast") / round_of("cmi")
+    for label in [k for k in seconds if k.endswith("fp32")]:
+        figures[f"bf16 / fp32: {label.removesuffix(', fp32')}"] = seconds[label.replace("fp32", "bf16")] / seconds[label]
+    print()
+    for label, value in figures.items():
+        print(f"{label:<70}{value:>6.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"seconds": seconds, "ratios": figures}, indent=2) + "\n")
+
+
+def _under(context, function, *args):
+    with context():
+        return function(*args)
 
 
 if __name__ == "__main__":

@@ -195,6 +195,7 @@ def write_model_card(
         sample_pictures=sample_pictures,
         curves=curves,
         training=_training_summary(args, history, synthesis_terms),
+        fast_synthesis=bool(synthesis_terms) and getattr(args, "synthesizer", None) == "fast",
         results={k: f"{v:.4f}" if isinstance(v, float) and k != "train_seconds" else v for k, v in (results or {}).items()},
         frameworks=_framework_versions(),
     )

@@ -54,6 +54,7 @@ def test_data_free_run_trains_only_the_prompt_and_saves_a_loadable_prompt(
     assert set(trainer.history[-1]) >= {"kd/gray", "kd/target", "kd/total", "synthesis/gray/bn", "round"}
 
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in tmp_path.iterdir()}
+    assert ("Up to 100x Faster Data-Free" in (tmp_path / "README.md").read_text()) == (synthesizer == "fast")  # cited
     reloaded = KiOPModel.from_pretrained(tmp_path)
     images = torch.rand(2, 1, 32, 32)
     assert torch.equal(reloaded(images, task="gray"), model(images, task="gray"))

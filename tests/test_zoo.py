@@ -49,7 +49,11 @@ def tiny_specs():
 
 
 def test_zoo_builds_deterministically_in_hub_layout_and_is_cached(tmp_path):
-    first = build_zoo(tmp_path / "a", tiny_specs(), log=lambda _: None)
+    lines = []
+    first = build_zoo(tmp_path / "a", tiny_specs(), log=lines.append)
+    # a first build shows its progress: steps, epochs, training loss and accuracy, then the test accuracy
+    assert any(line.startswith("[zoo] tiny-timm: step 3/3 (epoch") and "training accuracy" in line for line in lines)
+    assert any(line.startswith("[zoo] tiny-timm: test accuracy") for line in lines)
     second = build_zoo(tmp_path / "b", tiny_specs(), log=lambda _: None)
     for spec in tiny_specs():
         weights_a = load_file(tmp_path / "a" / spec.name / "model.safetensors")

@@ -126,8 +126,13 @@ def accuracy(classifier: FrozenClassifier, images: torch.Tensor, labels: torch.T
     return correct / len(images)
 
 
-def train_classifier(spec: ZooModelSpec, splits: data.ImageSplits) -> tuple[nn.Module, list[float], list[float]]:
-    """Train ``spec``'s model from scratch on the training split; returns it with the normalisation it used."""
+def train_classifier(
+    spec: ZooModelSpec, splits: data.ImageSplits, log: Callable[[str], None] = print
+) -> tuple[nn.Module, list[float], list[float]]:
+    """Train ``spec``'s model from scratch on the training split; returns it with the normalisation it used.
+
+    Ten times per run it logs the step, the epoch, and the loss and accuracy on the training batches since the
+    last line, so a first build that takes minutes shows how far it is."""
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
     images, labels = to_tensor(splits.train_images), torch.from_numpy(splits.train_labels)
@@ -140,7 +145,10 @@ def train_classifier(spec: ZooModelSpec, splits: data.ImageSplits) -> tuple[nn.M
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, spec.learning_rate, total_steps=spec.steps)
     order = torch.empty(0, dtype=torch.long)
-    for _ in range(spec.steps):
+    every = max(1, spec.steps // 10)
+    seen = correct = 0
+    loss_sum = 0.0
+    for step in range(1, spec.steps + 1):
         if len(order) < spec.batch_size:
             order = torch.cat([order, torch.randperm(len(images), generator=generator)])
         batch, order = order[: spec.batch_size], order[spec.batch_size :]
@@ -156,10 +164,21 @@ def train_classifier(spec: ZooModelSpec, splits: data.ImageSplits) -> tuple[nn.M
         loss.backward()
         optimizer.step()
         schedule.step()
+        seen += len(batch)
+        correct += (logits.argmax(-1) == labels[batch]).sum().item()
+        loss_sum += loss.item() * len(batch)
+        if step % every == 0 or step == spec.steps:
+            epoch = step * spec.batch_size / len(images)
+            log(
+                f"[zoo] {spec.name}: step {step}/{spec.steps} (epoch {epoch:.1f}), loss {loss_sum / seen:.3f}, "
+                f"training accuracy {correct / seen:.2%}"
+            )
+            seen = correct = 0
+            loss_sum = 0.0
     return model.eval(), mean, std
 
 
-def build_model(spec: ZooModelSpec, root: Path, splits: data.ImageSplits | None = None) -> dict:
+def build_model(spec: ZooModelSpec, root: Path, splits: data.ImageSplits | None = None, log=print) -> dict:
     """Train, save, reload and evaluate one zoo model, unless its folder already holds it."""
     folder = root / spec.name
     results_path = folder / "results.json"
@@ -167,7 +186,7 @@ def build_model(spec: ZooModelSpec, root: Path, splits: data.ImageSplits | None 
         return json.loads(results_path.read_text())
     splits = splits or DATASETS[spec.dataset]()
     start = time.perf_counter()
-    model, mean, std = train_classifier(spec, splits)
+    model, mean, std = train_classifier(spec, splits, log)
     folder.mkdir(parents=True, exist_ok=True)
     _save_model(model, spec, folder, splits, mean, std)
     train_seconds = time.perf_counter() - start
@@ -189,6 +208,8 @@ def build_model(spec: ZooModelSpec, root: Path, splits: data.ImageSplits | None 
         "fingerprint": spec.fingerprint(),
     }
     results_path.write_text(json.dumps(results, indent=2) + "\n")
+    log(f"[zoo] {spec.name}: test accuracy {results['test_accuracy']:.2%} on {results['num_test_images']:,} images, "
+        f"built in {train_seconds:.0f} s")  # fmt: skip
     return results
 
 
@@ -213,8 +234,8 @@ def build_zoo(root: str | os.PathLike = DEFAULT_ROOT, specs=REFERENCE_ZOO, log=p
             log(f"[zoo] saving the {spec.dataset} dataset")
             data.to_dataset_dict(splits(spec.dataset)).save_to_disk(dataset_path(root, spec.dataset))
         built = _is_built(spec, root)
-        log(f"[zoo] {spec.name}: {'cached' if built else 'training'}")
-        results.append(build_model(spec, root, None if built else splits(spec.dataset)))
+        log(f"[zoo] {spec.name}: {'cached' if built else f'training ({spec.steps} steps)'}")
+        results.append(build_model(spec, root, None if built else splits(spec.dataset), log))
     return results
 
 

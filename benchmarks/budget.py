@@ -1,0 +1,170 @@
+"""Budget curve: data-free KiOP-BF with CMI and with the fast synthesizer against the real-data prompt, at equal
+prompt updates.
+
+One zoo source into the zoo target (the embedded default's models, rings 32 -> 36 -> 64). A budget of Nx is N
+times the 400 prompt updates of the original embedded default (10 rounds x 40 knowledge-storing steps):
+- ``cmi``: KiOP-BF with CMI, that default's schedule with N times the rounds (30 synthesis steps per round);
+- ``fast``: KiOP-BF with the fast synthesizer, the embedded default's schedule (many short rounds) with N times
+  the rounds;
+- ``real``: the same prompt and optimiser trained on the source's real labelled images (the data-rich bound).
+Columns: source accuracy (mean and sd over seeds), BF / real ratio at the same budget, target accuracy and its
+retention drop, wall time, images in the source's data bank. Runs are added to the ``--json`` file (a run of the
+same row, budget and seed replaces the old one), so the slow CMI row can be measured on fewer seeds in a second
+call; the table and the plot (source accuracy against wall time) cover every run in the file.
+
+    python benchmarks/budget.py --json budget.json --plot budget.png
+    python benchmarks/budget.py --rows cmi --budgets 4 8 --seeds 0 --json budget.json --plot budget.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from quality import Bench, training_override
+
+from kiop_hf.pipeline import CMI_SCHEDULE, DEFAULT_SCHEDULE
+from kiop_hf.zoo.build import DEFAULT_ROOT
+
+ROWS = ("fast", "cmi", "real")
+UNIT_UPDATES = 400  # prompt updates of the original embedded default: 10 rounds x 40 knowledge-storing steps
+SCHEDULES = {"fast": DEFAULT_SCHEDULE, "cmi": CMI_SCHEDULE, "real": CMI_SCHEDULE}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--budgets", type=int, nargs="+", default=[1, 2, 4, 8], help="multiples of 400 prompt updates")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", type=training_override,
+        help="any other KiOPTrainingArguments field for the fast row, e.g. --set recent_share=0.5",
+    )  # fmt: skip
+    parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
+    parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
+    parser.add_argument("--json", help="add the runs to this JSON file (created if missing)")
+    parser.add_argument("--plot", help="write the accuracy-against-wall-time plot (PNG) here")
+    return parser.parse_args()
+
+
+def bench_args(args, row: str, budget: int) -> argparse.Namespace:
+    """What ``quality.Bench`` reads for one row at one budget: the row's schedule with ``budget`` x its rounds."""
+    schedule = SCHEDULES[row]
+    rounds = budget * UNIT_UPDATES // schedule["kd_steps"]
+    overrides = {k: v for k, v in schedule.items() if k not in ("rounds", "synthesis_steps", "kd_steps", "batch_size")}
+    return argparse.Namespace(
+        source="fashion-mnist-resnet", target="letters-resnet10t", zoo_root=args.zoo_root, ring_sizes=[36, 64],
+        rounds=rounds, synthesis_steps=schedule["synthesis_steps"], kd_steps=schedule["kd_steps"],
+        batch_size=schedule["batch_size"], bn_weight=schedule["bn_weight"], learning_rate=schedule["learning_rate"],
+        adv_weight=0.5, reset_generator=False, label_mapping="random", transfer_limit=None,
+        set=[*overrides.items(), *(args.set if row == "fast" else [])], eval_limit=args.eval_limit, seeds=args.seeds,
+    )  # fmt: skip
+
+
+def measure(bench: Bench, args, row: str, budget: int, seed: int) -> dict:
+    bench.args, bench.seed = bench_args(args, row, budget), seed
+    result = bench.real_data_prompt() if row == "real" else bench.kiop("BF")
+    return {
+        "row": row,
+        "budget": budget,
+        "seed": seed,
+        "prompt_updates": budget * UNIT_UPDATES,
+        "rounds": bench.args.rounds,
+        "source_accuracy": result["source_accuracy"],
+        "target_accuracy": result["target_accuracy"],
+        "retention_drop_points": result["retention_drop_points"],
+        "wall_seconds": result["wall_seconds"],
+        "bank_images": result.get("bank_images"),
+    }
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """One line per row and budget: means over seeds, the accuracy's spread, and the ratio to the real row."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["row"], run["budget"]), []).append(run)
+    lines = []
+    for (row, budget), group in sorted(groups.items(), key=lambda item: (ROWS.index(item[0][0]), item[0][1])):
+        accuracies = [r["source_accuracy"] for r in group]
+        mean = lambda key: statistics.fmean(r[key] for r in group)  # noqa: E731
+        lines.append({
+            "row": row, "budget": budget, "prompt_updates": group[0]["prompt_updates"], "rounds": group[0]["rounds"],
+            "seeds": sorted(r["seed"] for r in group), "source_accuracy": statistics.fmean(accuracies),
+            "source_accuracy_sd": statistics.stdev(accuracies) if len(group) > 1 else None,
+            "target_accuracy": mean("target_accuracy"), "retention_drop_points": mean("retention_drop_points"),
+            "wall_seconds": mean("wall_seconds"), "bank_images": group[0]["bank_images"],
+        })  # fmt: skip
+    real = {line["budget"]: line["source_accuracy"] for line in lines if line["row"] == "real"}
+    for line in lines:
+        line["ratio_to_real"] = line["source_accuracy"] / real[line["budget"]] if line["budget"] in real else None
+    return lines
+
+
+def print_table(lines: list[dict]) -> None:
+    print(
+        f"\n{'row':<6}{'budget':>7}{'updates':>9}{'rounds':>8}{'seeds':>9}{'source acc':>12}{'sd':>7}{'/ real':>8}"
+        f"{'target':>9}{'drop':>7}{'wall s':>8}{'bank':>7}"
+    )
+    for line in lines:
+        sd = "-" if line["source_accuracy_sd"] is None else f"{100 * line['source_accuracy_sd']:.2f}"
+        ratio = "-" if line["ratio_to_real"] is None else f"{line['ratio_to_real']:.2f}"
+        bank = "-" if line["bank_images"] is None else f"{line['bank_images']:,}"
+        print(
+            f"{line['row']:<6}{line['budget']:>6}x{line['prompt_updates']:>9,}{line['rounds']:>8}"
+            f"{','.join(map(str, line['seeds'])):>9}{line['source_accuracy']:>12.2%}{sd:>7}{ratio:>8}"
+            f"{line['target_accuracy']:>9.2%}{line['retention_drop_points']:>7.2f}{line['wall_seconds']:>8.0f}{bank:>7}"
+        )
+
+
+def plot(lines: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    labels = {"fast": "KiOP-BF, fast synthesis", "cmi": "KiOP-BF, CMI", "real": "real labelled data"}
+    for row in ROWS:
+        points = [line for line in lines if line["row"] == row]
+        if not points:
+            continue
+        x = [p["wall_seconds"] / 60 for p in points]
+        y = [100 * p["source_accuracy"] for p in points]
+        sd = [100 * (p["source_accuracy_sd"] or 0) for p in points]
+        axes.errorbar(x, y, yerr=sd, marker="o", capsize=3, label=labels[row])
+        for p, xi, yi in zip(points, x, y):
+            axes.annotate(f"{p['budget']}x", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    axes.set_xscale("log")
+    axes.set_xlabel("wall time per run, minutes (2 CPU cores, log scale)")
+    axes.set_ylabel("fashion-mnist accuracy of the prompted target, %")
+    axes.set_title("Source accuracy against training time (mean ± sd over seeds)")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def main():
+    args = parse_args()
+    stored = json.loads(Path(args.json).read_text())["runs"] if args.json and Path(args.json).is_file() else []
+    bench = Bench(bench_args(args, args.rows[0], args.budgets[0]))
+    for seed in args.seeds:  # rows interleaved, so a slower machine phase touches every row alike
+        for budget in args.budgets:
+            for row in args.rows:
+                run = measure(bench, args, row, budget, seed)
+                print(f"[run] {json.dumps(run)}", flush=True)
+                key = (row, budget, seed)
+                stored = [r for r in stored if (r["row"], r["budget"], r["seed"]) != key] + [run]
+                if args.json:
+                    Path(args.json).write_text(json.dumps({"runs": stored, "summary": summarise(stored)}, indent=2) + "\n")
+    lines = summarise(stored)
+    print_table(lines)
+    if args.plot:
+        plot(lines, args.plot)
+        print(f"plot written to {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
