@@ -25,12 +25,12 @@ from pathlib import Path
 
 from quality import Bench, training_override
 
-from kiop_hf.pipeline import CMI_SCHEDULE, DEFAULT_SCHEDULE
+from kiop_hf.pipeline import SCHEDULES
 from kiop_hf.zoo.build import DEFAULT_ROOT
 
 ROWS = ("fast", "cmi", "real")
 UNIT_UPDATES = 400  # prompt updates of the original embedded default: 10 rounds x 40 knowledge-storing steps
-SCHEDULES = {"fast": DEFAULT_SCHEDULE, "cmi": CMI_SCHEDULE, "real": CMI_SCHEDULE}
+ROW_SCHEDULE = {"fast": "fast", "cmi": "cmi", "real": "cmi"}  # the real row trains like the original default
 
 
 def parse_args():
@@ -51,11 +51,11 @@ def parse_args():
 
 def bench_args(args, row: str, budget: int) -> argparse.Namespace:
     """What ``quality.Bench`` reads for one row at one budget: the row's schedule with ``budget`` x its rounds."""
-    schedule = SCHEDULES[row]
+    schedule = SCHEDULES[ROW_SCHEDULE[row]]
     rounds = budget * UNIT_UPDATES // schedule["kd_steps"]
     overrides = {k: v for k, v in schedule.items() if k not in ("rounds", "synthesis_steps", "kd_steps", "batch_size")}
     return argparse.Namespace(
-        source="fashion-mnist-resnet", target="letters-resnet10t", zoo_root=args.zoo_root, ring_sizes=[36, 64],
+        schedule=ROW_SCHEDULE[row], source="fashion-mnist-resnet", target="letters-resnet10t", zoo_root=args.zoo_root, ring_sizes=[36, 64],
         rounds=rounds, synthesis_steps=schedule["synthesis_steps"], kd_steps=schedule["kd_steps"],
         batch_size=schedule["batch_size"], bn_weight=schedule["bn_weight"], learning_rate=schedule["learning_rate"],
         adv_weight=0.5, reset_generator=False, label_mapping="random", transfer_limit=None,

@@ -7,6 +7,7 @@ data-free frequency-based label mapping against the paper's fixed random map. Ev
 
     python benchmarks/multisource.py --json multisource.json
     python benchmarks/multisource.py --rounds 2 --synthesis-steps 5 --kd-steps 10   # a quick look
+    python benchmarks/multisource.py --schedule cmi --rounds 6 --synthesis-steps 20  # the README's earlier table
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from kiop_hf.configuration_kiop import TARGET_TASK
-from kiop_hf.pipeline import DEFAULT_SCHEDULE, KiOPJob, run_kiop
+from kiop_hf.pipeline import SCHEDULES, KiOPJob, run_kiop
 from kiop_hf.training_args import KiOPTrainingArguments
 from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path
 
@@ -30,15 +31,18 @@ RING_SIZES = {1: [36, 64], 2: [36, 48, 64], 3: [36, 40, 48, 64]}
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--synthesis-steps", type=int, default=20)
-    parser.add_argument("--kd-steps", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="fast", help="the embedded default's (fast) or the earlier CMI default's")
+    for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size"):  # default: the schedule's budget
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int)
     parser.add_argument("--preservation", default="BF", choices=["BF", "B"])
     parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results as JSON to this file")
-    return parser.parse_args()
+    args = parser.parse_args()
+    for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size"):
+        if getattr(args, name) is None:
+            setattr(args, name, SCHEDULES[args.schedule][name])
+    return args
 
 
 def main():
@@ -52,7 +56,7 @@ def main():
     def run(label: str, sources: tuple[str, ...], label_mapping: str = "random") -> dict:
         budget = dict(rounds=args.rounds, synthesis_steps=args.synthesis_steps, kd_steps=args.kd_steps, batch_size=args.batch_size)
         training = KiOPTrainingArguments(
-            **DEFAULT_SCHEDULE | budget, output_dir=str(workdir / label), preservation=args.preservation, seed=args.seed,
+            **SCHEDULES[args.schedule] | budget, output_dir=str(workdir / label), preservation=args.preservation, seed=args.seed,
             label_mapping=label_mapping, save_every_rounds=args.rounds, eval_limit=args.eval_limit, use_cpu=True,
         )  # fmt: skip
         target_data = str(dataset_path(root, specs[TARGET].dataset))

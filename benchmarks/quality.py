@@ -37,7 +37,7 @@ from kiop_hf.configuration_kiop import TARGET_TASK
 from kiop_hf.data import dataset_tensors, to_unit_range
 from kiop_hf.evaluation import evaluate_tasks, predict
 from kiop_hf.losses import distillation_loss
-from kiop_hf.pipeline import DEFAULT_SCHEDULE
+from kiop_hf.pipeline import SCHEDULES
 from kiop_hf.synthesis import DataBank, make_synthesizer
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
@@ -54,10 +54,14 @@ def parse_args():
     parser.add_argument("--target", default="letters-resnet10t", help="zoo target model")
     parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--ring-sizes", type=int, nargs="+", default=[36, 64])
-    for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size"):  # the embedded default's budget
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=DEFAULT_SCHEDULE[name])
-    parser.add_argument("--bn-weight", type=float, default=DEFAULT_SCHEDULE["bn_weight"], help="BatchNorm prior weight (reference: 1.0)")
-    parser.add_argument("--learning-rate", type=float, default=DEFAULT_SCHEDULE["learning_rate"], help="prompt SGD learning rate (reference: 0.8)")
+    parser.add_argument(
+        "--schedule", choices=sorted(SCHEDULES), default="fast",
+        help="the embedded default's schedule (fast) or the earlier CMI default's; the flags below override it",
+    )  # fmt: skip
+    for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size"):  # default: the schedule's budget
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int)
+    parser.add_argument("--bn-weight", type=float, help="BatchNorm prior weight (reference: 1.0)")
+    parser.add_argument("--learning-rate", type=float, help="prompt SGD learning rate (reference: 0.8)")
     parser.add_argument("--adv-weight", type=float, default=0.5, help="adversarial term weight (reference: 0.5)")
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", type=training_override,
@@ -74,7 +78,11 @@ def parse_args():
     parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per row and seed")
     parser.add_argument("--json", help="also write the table as JSON to this file")
-    return parser.parse_args()
+    args = parser.parse_args()
+    for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size", "bn_weight", "learning_rate"):
+        if getattr(args, name) is None:
+            setattr(args, name, SCHEDULES[args.schedule][name])
+    return args
 
 
 def training_override(text: str) -> tuple[str, object]:
@@ -127,7 +135,7 @@ class Bench:
             output_dir=str(self.run_dir(name)), preservation=preservation, seed=self.seed, save_every_rounds=a.rounds,
             use_cpu=True, label_mapping=a.label_mapping,
         )
-        return KiOPTrainingArguments(**DEFAULT_SCHEDULE | run | dict(a.set) | extra)
+        return KiOPTrainingArguments(**SCHEDULES[a.schedule] | run | dict(a.set) | extra)
 
     def run_dir(self, name: str) -> Path:
         return self.workdir / f"{name} (seed {self.seed})"
@@ -225,7 +233,7 @@ class Bench:
         return self.prompt_row("real-data prompt (upper bound)", model, time.perf_counter() - start)
 
     def dfkd_student(self) -> dict:
-        """CMI data-free distillation of the source into a fresh small student, same rounds and steps."""
+        """Data-free distillation of the source into a fresh small student, same synthesis, rounds and steps."""
         import timm
 
         a = self.args
@@ -235,7 +243,7 @@ class Bench:
         mean, std = self.source.mean, self.source.std
         student = lambda x: network((x - mean) / std)  # noqa: E731
         training = self.training_args("dfkd", "none")
-        synthesizer = make_synthesizer("cmi", self.source, **training.synthesizer_kwargs())
+        synthesizer = make_synthesizer(training.synthesizer, self.source, **training.synthesizer_kwargs())
         bank = DataBank()
         optimizer = torch.optim.SGD(network.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, a.rounds * a.kd_steps)
@@ -262,7 +270,7 @@ class Bench:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in network.state_dict().items()}, path)
         return {
-            "method": "DFKD student (CMI, test_resnet)",
+            "method": f"DFKD student ({training.synthesizer}, test_resnet)",
             "seed": self.seed,
             "source_accuracy": accuracy,
             "target_accuracy": None,

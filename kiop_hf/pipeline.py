@@ -29,6 +29,7 @@ CMI_SCHEDULE = dict(
     synthesizer="cmi", rounds=10, synthesis_steps=30, kd_steps=40, batch_size=64, learning_rate=8.0,
     memory_bank_size=4096, num_negatives=1024, bn_weight=0.1, reset_generator=False,
 )  # fmt: skip
+SCHEDULES = {"fast": DEFAULT_SCHEDULE, "cmi": CMI_SCHEDULE}
 
 
 @dataclass
