@@ -14,10 +14,12 @@ from huggingface_hub.errors import (
 
 from .clip import CLASS_VECTORS_FILE
 from .configuration_kiop import KiOPPromptConfig
+from .model_card import CURVES_PICTURE, PROMPT_PICTURE
 
 PROMPT_FILES = ("config.json", "model.safetensors")
-# A training folder also holds checkpoints and tracker logs: those never go to the Hub.
-NOT_PUBLISHED = ["checkpoints/**", "runs/**", "*.log", "events.out.tfevents*"]
+# What a prompt folder publishes, and nothing else: a training folder also holds checkpoints and tracker logs, and
+# a user's folder may hold anything (a .env, private data), none of which may leave the machine by accident.
+PUBLISHED = [*PROMPT_FILES, CLASS_VECTORS_FILE, "README.md", "results.json", PROMPT_PICTURE, CURVES_PICTURE, "samples_*.png"]
 
 
 def push_prompt_folder(
@@ -30,7 +32,8 @@ def push_prompt_folder(
     revision: str | None = None,
     create_pr: bool = False,
 ) -> CommitInfo:
-    """Upload a saved prompt folder (prompt, card and its pictures, results) to ``repo_id``, creating the repo."""
+    """Upload a saved prompt folder to ``repo_id``, creating the repo: only the files ``PUBLISHED`` names (prompt,
+    class vectors, card and its pictures, results) at the folder's top level."""
     folder = Path(folder)
     missing = [name for name in PROMPT_FILES if not (folder / name).is_file()]
     if missing:
@@ -47,7 +50,7 @@ def push_prompt_folder(
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     return api.upload_folder(
         repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=revision, create_pr=create_pr,
-        ignore_patterns=NOT_PUBLISHED,
+        allow_patterns=PUBLISHED,
     )  # fmt: skip
 
 

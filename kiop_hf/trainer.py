@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from functools import partial
 from pathlib import Path
@@ -22,9 +21,18 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .checkpointing import (
+    CHECKPOINTS,
+    check_fingerprint,
+    latest_checkpoint,
+    next_index,
+    random_states,
+    read_checkpoint,
+    set_random_states,
+    write_checkpoint,
+)
 from .classifiers import FrozenClassifier
 from .configuration_kiop import TARGET_TASK
 from .data import dataset_tensors, to_unit_range
@@ -34,7 +42,12 @@ from .modeling_kiop import KiOPModel
 from .synthesis import DataBank, make_synthesizer
 from .training_args import KiOPTrainingArguments
 
-CHECKPOINTS = "checkpoints"
+# Training arguments that define a run: a resumed run must have the same ones.
+RUN_DEFINING = (
+    "rounds", "synthesis_steps", "kd_steps", "batch_size", "seed", "seed_per_process", "learning_rate", "momentum",
+    "weight_decay", "temperature", "preservation", "preservation_weight", "transfer_data", "label_mapping",
+    "label_mapping_refresh_rounds", "synthesizer", "data_bank_size", "recent_share",
+)  # fmt: skip
 
 
 class KiOPTrainer:
@@ -87,10 +100,7 @@ class KiOPTrainer:
             cpu=args.use_cpu,
             mixed_precision=args.mixed_precision,
             log_with=args.report_to or None,
-            project_config=ProjectConfiguration(
-                project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs"),
-                automatic_checkpoint_naming=True, total_limit=args.save_total_limit,
-            ),  # fmt: skip
+            project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")),
         )
         self.preservation_images = preservation_images
         self.transfer_images = transfer_images
@@ -142,9 +152,9 @@ class KiOPTrainer:
         )
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=args.rounds * args.kd_steps)
         # The prompt is tiny and called once per task per step, so its gradients are averaged by hand rather than
-        # through DDP; optimizer and scheduler are identical on every rank and checkpointed by accelerate.
-        self.accelerator.register_for_checkpointing(prompt, self.optimizer, self.scheduler)
+        # through DDP; optimizer and scheduler are identical on every rank.
         self.round = 0
+        self._next_checkpoint = next_index(args.output_dir)
 
     # -- the two periods ----------------------------------------------------------------------------------------
 
@@ -243,8 +253,6 @@ class KiOPTrainer:
         self._setup()
         if resume_from_checkpoint:
             self._load_checkpoint(None if resume_from_checkpoint is True else resume_from_checkpoint)
-        else:
-            self._continue_checkpoint_numbering(latest_checkpoint(args.output_dir, complete_only=False))
         if args.report_to:
             accelerator.init_trackers("kiop", config={k: v for k, v in args.to_dict().items() if not isinstance(v, (dict, list))})
         total = args.rounds * args.kd_steps
@@ -333,48 +341,61 @@ class KiOPTrainer:
 
     # -- checkpoints --------------------------------------------------------------------------------------------
 
+    def _fingerprint(self) -> dict:
+        """What makes a run this run: the models, the rings and the schedule; a resume must match it."""
+        config, args = self.model.config, self.args
+        identity = {
+            "target": [config.target_name_or_path, config.target_revision],
+            "sources": [[s["name"], s["name_or_path"], s["revision"]] for s in config.sources],
+            "image_size": config.image_size,
+            "ring_sizes": list(config.ring_sizes),
+        }
+        return json.loads(json.dumps(identity | {name: getattr(args, name) for name in RUN_DEFINING}))
+
     def _save_checkpoint(self) -> None:
-        """``accelerator.save_state`` (prompt, optimizer, scheduler, RNG), plus this rank's banks as safetensors."""
-        folder = Path(self.accelerator.save_state())
-        tensors, meta = {}, {"round": self.round, "history": self.history, "label_mapping": self.model.config.label_mapping}
-        meta["label_maps"] = {source["name"]: source["label_map"] for source in self.model.config.sources}
-        for name, synthesizer in self.synthesizers.items():  # synthetic banks only: real images are read again
-            state = {"bank": {name: self.banks[name].state_dict()}, "synthesizer": {name: synthesizer.state_dict()}}
-            for key, value in _flatten(state).items():
-                if isinstance(value, torch.Tensor):
-                    tensors[key] = value.detach().cpu().contiguous()
-                else:
-                    meta[key] = value
-        rank = self.accelerator.process_index
-        save_file(tensors, folder / f"run_state_{rank}.safetensors")
-        (folder / f"run_state_{rank}.json").write_text(json.dumps(meta))
-        self.accelerator.wait_for_everyone()
+        """Everything the next round depends on, on this process, as safetensors + JSON (see ``checkpointing``)."""
+        config = self.model.config
+        state = {
+            "run": {
+                "round": self.round, "history": self.history, "fingerprint": self._fingerprint(),
+                "label_mapping": config.label_mapping,
+                "label_maps": {source["name"]: source["label_map"] for source in config.sources},
+            },
+            "prompt": {str(i): ring for i, ring in enumerate(self.model.prompt.rings)},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "random": random_states(),
+            # synthetic banks only: real images are read again from their source
+            "bank": {name: self.banks[name].state_dict() for name in self.synthesizers},
+            "synthesizer": {name: synthesizer.state_dict() for name, synthesizer in self.synthesizers.items()},
+        }  # fmt: skip
+        write_checkpoint(self.args.output_dir, self._next_checkpoint, state, self.accelerator, self.args.save_total_limit)
+        self._next_checkpoint += 1
 
     def _load_checkpoint(self, folder: str | None) -> None:
         folder = Path(folder) if folder else latest_checkpoint(self.args.output_dir)
         if folder is None:
             raise FileNotFoundError(f"no checkpoint to resume from under {Path(self.args.output_dir) / CHECKPOINTS}")
-        self.accelerator.load_state(str(folder))
-        rank = self.accelerator.process_index
-        tensors = load_file(folder / f"run_state_{rank}.safetensors")
-        meta = json.loads((folder / f"run_state_{rank}.json").read_text())
-        self.round, self.history = meta["round"], meta["history"]
-        if meta.get("label_mapping") == "frequency":
-            self._set_label_maps(meta["label_maps"])
+        state = read_checkpoint(folder, self.accelerator.process_index)
+        run = state["run"]
+        check_fingerprint(run["fingerprint"], self._fingerprint(), folder)
+        self.round, self.history = run["round"], run["history"]
+        if run["label_mapping"] == "frequency":
+            self._set_label_maps(run["label_maps"])
+        with torch.no_grad():
+            for i, ring in enumerate(self.model.prompt.rings):
+                ring.copy_(state["prompt"][str(i)])
+        optimizer = state["optimizer"]
+        self.optimizer.load_state_dict(
+            {"state": {int(k): v for k, v in optimizer.get("state", {}).items()}, "param_groups": optimizer["param_groups"]}
+        )
+        self.scheduler.load_state_dict(state["scheduler"])
         device = self.accelerator.device
-        flat = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in (tensors | meta).items()}
-        state = _unflatten({k: v for k, v in flat.items() if k.startswith(("bank/", "synthesizer/"))})
         for name, synthesizer in self.synthesizers.items():
-            self.banks[name].load_state_dict(state.get("bank", {}).get(name, {}))
+            self.banks[name].load_state_dict(_to_device(state.get("bank", {}).get(name, {}), device))
             if state.get("synthesizer", {}).get(name):
-                synthesizer.load_state_dict(state["synthesizer"][name])
-        self._continue_checkpoint_numbering(folder)
-
-    def _continue_checkpoint_numbering(self, last: Path | None) -> None:
-        """Number new checkpoints after ``last``, so a new or resumed run never collides with existing ones."""
-        match = re.search(r"(\d+)$", last.name) if last is not None else None
-        if match:
-            self.accelerator.project_configuration.iteration = int(match.group(1)) + 1
+                synthesizer.load_state_dict(_to_device(state["synthesizer"][name], device))
+        set_random_states(state["random"])  # last: nothing after it may draw before the next round
 
 
 def _per_source(images, sources: dict, mode: str) -> dict:
@@ -390,34 +411,6 @@ def _per_source(images, sources: dict, mode: str) -> dict:
     return images
 
 
-def latest_checkpoint(output_dir: str | os.PathLike, complete_only: bool = True) -> Path | None:
-    """The newest checkpoint; complete ones only by default (the run state is written last, so a run killed
-    mid-save leaves an incomplete folder that resuming skips)."""
-    folder = Path(output_dir) / CHECKPOINTS
-    found = [
-        p for p in folder.glob("checkpoint_*")
-        if re.fullmatch(r"checkpoint_\d+", p.name) and (not complete_only or (p / "run_state_0.json").is_file())
-    ]  # fmt: skip
-    return max(found, key=lambda p: int(p.name.split("_")[1]), default=None)
-
-
-def _flatten(state: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in state.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}/")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _unflatten(flat: dict) -> dict:
-    state: dict = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split("/")
-        node = state
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return state
-
+def _to_device(state: dict, device) -> dict:
+    return {k: _to_device(v, device) if isinstance(v, dict) else v.to(device) if isinstance(v, torch.Tensor) else v
+            for k, v in state.items()}  # fmt: skip

@@ -161,8 +161,13 @@ def test_example_and_cli_push_classify_with_a_published_prompt(hub, timm_folder,
     push_transformers_target("user/letters-classifier")
     model = trained_looking_prompt(load_classifier("user/letters-classifier"), load_classifier(timm_folder))
     model.save_pretrained(tmp_path / "prompt")
+    for stray in (".env", "data/private.csv", "notes.txt", "checkpoints/checkpoint_0/run_state_0.json", "data/x.png"):
+        (tmp_path / "prompt" / stray).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "prompt" / stray).write_text("secret")
     cli(["push", str(tmp_path / "prompt"), "user/cli-prompt"])
     assert "pushed" in capsys.readouterr().out
+    # an allow-list: the prompt, its card and picture, nothing else the folder holds
+    assert set(hub.api.list_repo_files("user/cli-prompt")) == {"config.json", "model.safetensors", "README.md", "prompt.png"}
 
     paths = []
     for i in range(3):

@@ -15,7 +15,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from kiop_hf import KiOPModel, load_classifier
-from kiop_hf.trainer import KiOPTrainer, latest_checkpoint
+from kiop_hf.checkpointing import checkpoint_folders, latest_checkpoint, next_index
+from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 
 TINY = dict(
@@ -196,7 +197,7 @@ RUN_SCRIPT = textwrap.dedent(
     model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
     args = KiOPTrainingArguments(
         output_dir=output_dir, rounds=int(rounds), synthesis_steps=4, kd_steps=20, batch_size=8,
-        memory_bank_size=64, num_negatives=16, head_dim=16, use_cpu=True, save_total_limit=None,
+        memory_bank_size=64, num_negatives=16, head_dim=16, use_cpu=True, save_total_limit=2,
     )
     KiOPTrainer(model, {"gray": source}, args).train(resume_from_checkpoint=resume == "resume")
     """
@@ -207,24 +208,85 @@ def run_script(*args):
     return subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_a_killed_run_resumed_from_its_last_checkpoint_ends_like_an_uninterrupted_one(
+def kill_when(process, ready, timeout: float = 120.0) -> bool:
+    """SIGKILL ``process`` as soon as ``ready()`` holds (polled every millisecond); False if it ended first."""
+    deadline = time.time() + timeout
+    while not ready() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.001)
+    if process.poll() is not None:
+        return False
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    return True
+
+
+def test_a_run_killed_at_many_points_resumes_each_time_and_ends_like_an_uninterrupted_one(
     transformers_folder, timm_folder, tmp_path
 ):
+    """Kills inside checkpoint writing (the temporary folder exists), between checkpoints, right after the
+    newest checkpoint landed and inside the final save; every restart resumes from the last complete checkpoint."""
     rounds = 6
     assert run_script(transformers_folder, timm_folder, tmp_path / "straight", rounds, "fresh").wait() == 0
+    run_dir = tmp_path / "killed"
+    checkpoints = run_dir / "checkpoints"
 
-    interrupted = run_script(transformers_folder, timm_folder, tmp_path / "killed", rounds, "fresh")
-    deadline = time.time() + 120
-    while latest_checkpoint(tmp_path / "killed") is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(interrupted.pid, signal.SIGKILL)
-    assert interrupted.wait() == -signal.SIGKILL
-    assert not (tmp_path / "killed" / "model.safetensors").exists()  # it really died before the end
+    def writing(index, started):  # inside the write (or, if it was quicker than one poll, right after it)
+        return lambda: (checkpoints / f".tmp-checkpoint_{index}").exists() or (checkpoints / f"checkpoint_{index}").exists()
 
-    assert run_script(transformers_folder, timm_folder, tmp_path / "killed", rounds, "resume").wait() == 0
+    def landed(index, started):
+        return lambda: (checkpoints / f"checkpoint_{index}").exists()
+
+    def after_3_seconds(index, started):  # while loading or resuming
+        return lambda: time.time() - started > 3.0
+
+    def final_save(index, started):
+        return lambda: (run_dir / "config.json").exists()
+
+    triggers = [writing, landed, writing, after_3_seconds, landed, writing, final_save]
+    kills = 0
+    for trigger in triggers:
+        mode = "resume" if latest_checkpoint(run_dir) is not None else "fresh"
+        process = run_script(transformers_folder, timm_folder, run_dir, rounds, mode)
+        kills += kill_when(process, trigger(next_index(run_dir), time.time()))
+        for folder in checkpoint_folders(run_dir):  # whatever is named a checkpoint is complete
+            assert sorted(p.name for p in folder.iterdir()) == ["run_state_0.json", "run_state_0.safetensors"]
+        if kills == 1:
+            assert not (run_dir / "model.safetensors").exists()  # it really died before the end
+    assert kills == len(triggers), f"only {kills} of {len(triggers)} kills landed before the run ended"
+    assert run_script(transformers_folder, timm_folder, run_dir, rounds, "resume").wait() == 0
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint_4", "checkpoint_5"]  # the last two, no temporary folder
     straight = load_file(tmp_path / "straight" / "model.safetensors")
-    resumed = load_file(tmp_path / "killed" / "model.safetensors")
+    resumed = load_file(run_dir / "model.safetensors")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_resuming_a_run_folder_runs_no_pickle_and_refuses_another_run(transformers_folder, timm_folder, tmp_path):
+    """A copied run folder may hold crafted pickles (accelerate's file names): resuming never loads them. A
+    checkpoint of a different schedule, or a corrupt run state, is refused with a message naming the problem."""
+    import pickle
+    import shutil
+
+    trainer = tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=1)
+    trainer.train()
+    folder = latest_checkpoint(tmp_path / "run")
+    assert sorted(p.name for p in folder.iterdir()) == ["run_state_0.json", "run_state_0.safetensors"]
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin", "scheduler.bin"):
+        (folder / name).write_bytes(pickle.dumps(Payload()))
+    tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=1).train(resume_from_checkpoint=True)
+    assert not marker.exists()
+
+    with pytest.raises(ValueError, match=r"belongs to a different run \(kd_steps: checkpoint 3, now 4\)"):
+        tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=1, kd_steps=4).train(resume_from_checkpoint=True)
+    shutil.copytree(folder, tmp_path / "corrupt")
+    (tmp_path / "corrupt" / "run_state_0.json").write_text('{"run/round": 1, "run/hist')
+    with pytest.raises(ValueError, match="run_state_0.json is not valid JSON"):
+        tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=1).train(resume_from_checkpoint=str(tmp_path / "corrupt"))
 
 
 TWO_PROCESS_SCRIPT = textwrap.dedent(
