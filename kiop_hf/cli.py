@@ -38,6 +38,8 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
         name, sep, path = value.partition("=")
         if not sep or not name or not path:
             raise SystemExit(f"{flag} expects NAME=MODEL_OR_PATH, got {value!r}")
+        if name in pairs:
+            raise SystemExit(f"{flag} names {name!r} twice ({pairs[name]!r} and {path!r}); give each name once")
         pairs[name] = path
     return pairs
 

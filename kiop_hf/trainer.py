@@ -85,6 +85,12 @@ class KiOPTrainer:
                 raise ValueError(f"source {name!r} has {source.num_labels} classes; the prompt's label map expects {len(expected)}")
         if args.preservation == "B" and preservation_images is None:
             raise ValueError('preservation="B" needs preservation_images: unlabelled real images of the target\'s domain')
+        if args.preservation != "B" and preservation_images is not None:
+            raise ValueError(f'preservation_images were given but preservation="{args.preservation}" would ignore them; '
+                             'set preservation="B" to preserve the target with them')  # fmt: skip
+        unknown_weights = sorted(set(args.source_weights or {}) - set(sources))
+        if unknown_weights:
+            raise ValueError(f"source_weights names unknown tasks {unknown_weights}; the sources are {sorted(sources)}")
         unknown = sorted(set(eval_sets or {}) - set(config.task_names))
         if unknown:
             raise ValueError(f"eval_sets names unknown tasks {unknown}; this prompt's tasks are {config.task_names}")

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 PRESERVATION_MODES = ("BF", "B", "none")
 TRANSFER_MODES = ("synthetic", "unlabelled", "mixed")
 LABEL_MAPPINGS = ("random", "frequency")
 MIXED_PRECISION = (None, "no", "bf16", "fp16")
+SYNTHESIS_METHODS = ("cmi", "fast", "deepinversion")
+# (name, smallest value, None allowed)
+INTEGERS = (
+    ("rounds", 1, False), ("synthesis_steps", 0, False), ("kd_steps", 1, False), ("batch_size", 1, False),
+    ("seed", 0, False), ("label_mapping_refresh_rounds", 0, False), ("memory_bank_size", 1, False),
+    ("num_negatives", 1, False), ("head_dim", 1, False), ("data_bank_size", 1, True), ("save_every_rounds", 1, False),
+    ("save_total_limit", 1, True), ("logging_steps", 1, False), ("eval_limit", 1, True),
+)  # fmt: skip
+# (name, must be above zero): finite and non-negative
+NUMBERS = (
+    ("learning_rate", True), ("weight_decay", False), ("temperature", True), ("preservation_weight", False),
+    ("synthesis_lr", True), ("bn_weight", False), ("oh_weight", False), ("adv_weight", False), ("cr_weight", False),
+    ("cr_temperature", True), ("latent_lr", True), ("meta_step", True), ("bn_momentum", False),
+)  # fmt: skip
+
+
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -88,23 +107,34 @@ class KiOPTrainingArguments:
     hub_token: str | None = None
 
     def __post_init__(self):
-        if self.preservation not in PRESERVATION_MODES:
-            raise ValueError(f"preservation must be one of {PRESERVATION_MODES}, got {self.preservation!r}")
-        if self.label_mapping not in LABEL_MAPPINGS:
-            raise ValueError(f"label_mapping must be one of {LABEL_MAPPINGS}, got {self.label_mapping!r}")
-        if self.transfer_data not in TRANSFER_MODES:
-            raise ValueError(f"transfer_data must be one of {TRANSFER_MODES}, got {self.transfer_data!r}")
-        for name in ("rounds", "kd_steps", "batch_size", "save_every_rounds"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.synthesis_steps < 0:
-            raise ValueError(f"synthesis_steps must be non-negative, got {self.synthesis_steps}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        """Refuse a bad argument here, with its name and what it takes, rather than deep inside a long run."""
+        for name, allowed in (("preservation", PRESERVATION_MODES), ("label_mapping", LABEL_MAPPINGS),
+                              ("transfer_data", TRANSFER_MODES), ("mixed_precision", MIXED_PRECISION),
+                              ("synthesizer", SYNTHESIS_METHODS)):  # fmt: skip
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name, low, optional in INTEGERS:
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}")
+        for name, positive in NUMBERS:
+            value = getattr(self, name)
+            if value is None and name == "cr_weight":
+                continue
+            if not _finite_number(value) or value < 0 or (positive and value == 0):
+                raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
         if not 0 <= self.recent_share <= 1:
             raise ValueError(f"recent_share must be between 0 and 1, got {self.recent_share}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        synthesises = self.transfer_data != "unlabelled" or self.preservation == "BF"
+        if synthesises and self.synthesis_steps < 1:
+            raise ValueError(f"synthesis_steps must be at least 1 when a model is inverted, got {self.synthesis_steps}")
+        for task, weight in (self.source_weights or {}).items():
+            if not _finite_number(weight) or weight < 0:
+                raise ValueError(f"source_weights[{task!r}] must be a finite number >= 0, got {weight!r}")
 
     def synthesizer_kwargs(self) -> dict:
         """Keyword arguments for ``make_synthesizer`` (method-specific ones only where the method takes them)."""
