@@ -19,8 +19,8 @@ from torch import nn
 
 from .channels import match_channels
 from .clip import is_clip_config, load_zero_shot
+from .configuration_kiop import LIBRARIES
 
-LIBRARIES = ("transformers", "timm", "clip", "module")  # "clip": a transformers CLIP-family model, zero-shot
 _TIMM_PREFIX = "hf-hub:"
 
 

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 from transformers import PretrainedConfig
+from transformers.utils import CONFIG_NAME, logging
 
 from .channels import can_convert_channels
 
+logger = logging.get_logger(__name__)
+
 TARGET_TASK = "target"
+LIBRARIES = ("transformers", "timm", "clip", "module")  # "clip": a transformers CLIP-family model, zero-shot
+LABEL_MAPPINGS = ("random", "frequency", "given")
+# Upper bounds, so that a published config.json cannot make loading it take minutes or gigabytes.
+MAX_SIDE = 1024  # pixels of an image or canvas side
+MAX_CHANNELS = 4
+MAX_LABELS = 100_000  # classes of a target or source
+MAX_SOURCES = 16
 
 
 class KiOPPromptConfig(PretrainedConfig):
@@ -56,6 +68,32 @@ class KiOPPromptConfig(PretrainedConfig):
         data_regime: dict[str, str] | None = None,
         **kwargs,
     ):
+        _check_int("image_size", image_size, MAX_SIDE)
+        _check_int("num_channels", num_channels, MAX_CHANNELS)
+        if not isinstance(ring_sizes, (list, tuple)) or len(ring_sizes) > MAX_SOURCES + 1:
+            raise ValueError(f"ring_sizes must be a list of at most {MAX_SOURCES + 1} canvas sides, got {ring_sizes!r:.100}")
+        for i, size in enumerate(ring_sizes):
+            _check_int(f"ring_sizes[{i}]", size, MAX_SIDE)
+        for name, value in (("target_num_labels", target_num_labels), ("target_image_size", target_image_size)):
+            if value is not None:
+                _check_int(name, value, MAX_LABELS if name == "target_num_labels" else MAX_SIDE)
+        for name, value in (("target_name_or_path", target_name_or_path), ("target_revision", target_revision)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{name} must be a string or null, got {value!r}")
+        if target_library is not None and target_library not in LIBRARIES:
+            raise ValueError(f"target_library must be one of {LIBRARIES} or null, got {target_library!r}")
+        if label_mapping not in LABEL_MAPPINGS:
+            raise ValueError(f"label_mapping must be one of {LABEL_MAPPINGS}, got {label_mapping!r}")
+        if data_regime is not None and not (isinstance(data_regime, dict) and all(isinstance(v, str) for v in data_regime.values())):
+            raise TypeError(f"data_regime must be an object of strings or null, got {data_regime!r}")
+        for name, stats in (("target_mean", target_mean), ("target_std", target_std)):
+            if stats is not None and not (isinstance(stats, (list, tuple)) and len(stats) <= MAX_CHANNELS and all(map(_finite, stats))):
+                raise ValueError(f"{name} must be a list of finite numbers, one per channel, got {stats!r}")
+        if target_class_names is not None:
+            _check_names("target_class_names", target_class_names)
+        if sources is not None and not (isinstance(sources, list) and len(sources) <= MAX_SOURCES):
+            raise ValueError(f"sources must be a list of at most {MAX_SOURCES} source entries, got {sources!r:.200}")
+        _check_transformers_kwargs(kwargs)
         self.image_size = image_size
         self.ring_sizes = list(ring_sizes)
         self.num_channels = num_channels
@@ -64,7 +102,7 @@ class KiOPPromptConfig(PretrainedConfig):
         self.target_library = target_library
         self.target_num_labels = target_num_labels
         self.target_image_size = target_image_size
-        self.target_mean = None if target_mean is None else [float(v) for v in target_mean]
+        self.target_mean = None if target_mean is None else [float(v) for v in target_mean]  # ints are fine
         self.target_std = None if target_std is None else [float(v) for v in target_std]
         self.target_class_names = None if target_class_names is None else list(target_class_names)
         self.sources = [_normalise_source(source, num_channels, image_size) for source in sources or []]
@@ -81,6 +119,18 @@ class KiOPPromptConfig(PretrainedConfig):
     def task_names(self) -> list[str]:
         """The target's own task first, then one task per source."""
         return [TARGET_TASK, *self.source_names]
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """transformers' reading of config.json, refusing a folder without one (rather than a default config)
+        and a file that does not hold a JSON object."""
+        path = os.path.join(os.fspath(pretrained_model_name_or_path), kwargs.get("subfolder") or "")
+        if os.path.isdir(path) and not os.path.isfile(os.path.join(path, CONFIG_NAME)):
+            raise OSError(f"{path} has no {CONFIG_NAME}: it is not a saved kiop_hf prompt")
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if not isinstance(config_dict, dict):
+            raise ValueError(f"{CONFIG_NAME} must hold a JSON object, got {type(config_dict).__name__}")
+        return config_dict, kwargs
 
     def source(self, name: str) -> dict[str, Any]:
         for source in self.sources:
@@ -175,17 +225,67 @@ class KiOPPromptConfig(PretrainedConfig):
                 owner[index] = name
 
 
+SOURCE_KEYS = ("name", "name_or_path", "revision", "class_names", "label_map", "num_channels", "image_size")
+
+
 def _normalise_source(source: dict[str, Any], num_channels: int, image_size: int) -> dict[str, Any]:
-    """Fill a source entry's defaults and coerce JSON-friendly types."""
+    """Check a source entry's types (naming the field) and fill its defaults."""
+    if not isinstance(source, dict):
+        raise TypeError(f"a source entry must be an object, got {source!r:.200}")
     missing = {"name", "class_names", "label_map"} - set(source)
     if missing:
         raise ValueError(f"a source entry needs {sorted(missing)}; got keys {sorted(source)}")
-    return {
-        "name": str(source["name"]),
-        "name_or_path": source.get("name_or_path"),
-        "revision": source.get("revision"),
-        "class_names": [str(name) for name in source["class_names"]],
-        "label_map": [int(index) for index in source["label_map"]],
-        "num_channels": int(source.get("num_channels", num_channels)),
-        "image_size": int(source.get("image_size", image_size)),
-    }
+    unknown = sorted(set(source) - set(SOURCE_KEYS))
+    if unknown:
+        raise ValueError(f"a source entry has unknown keys {unknown}; it takes {list(SOURCE_KEYS)}")
+    name = source["name"]
+    if not isinstance(name, str) or not name or name.startswith(".") or any(c in name for c in '/\\\0'):
+        raise ValueError(f"a source name must be a non-empty string usable as a file name (no '/', '\\', leading '.'), got {name!r}")
+    for key in ("name_or_path", "revision"):
+        if source.get(key) is not None and not isinstance(source[key], str):
+            raise TypeError(f"source {name!r}: {key} must be a string or null, got {source[key]!r}")
+    _check_names(f"source {name!r}: class_names", source["class_names"])
+    label_map = source["label_map"]
+    if not isinstance(label_map, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in label_map):
+        raise TypeError(f"source {name!r}: label_map must be a list of integers (target classes), got {label_map!r:.200}")
+    entry = {key: source.get(key) for key in SOURCE_KEYS}
+    entry |= {"num_channels": source.get("num_channels", num_channels), "image_size": source.get("image_size", image_size)}
+    _check_int(f"source {name!r}: num_channels", entry["num_channels"], MAX_CHANNELS)
+    _check_int(f"source {name!r}: image_size", entry["image_size"], MAX_SIDE, minimum=-MAX_SIDE)  # positivity: _check_sources
+    return entry | {"class_names": list(entry["class_names"]), "label_map": list(label_map)}
+
+
+def _check_int(name: str, value, maximum: int, minimum: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+        kind = "a positive integer" if minimum == 1 else "an integer"
+        raise ValueError(f"{name} must be {kind} (at most {maximum:,}), got {value!r:.100}")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_names(field: str, names) -> None:
+    if not isinstance(names, (list, tuple)) or len(names) > MAX_LABELS or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"{field} must be a list of at most {MAX_LABELS:,} strings, got {names!r:.200}")
+
+
+def _check_transformers_kwargs(kwargs: dict) -> None:
+    """transformers' own config keys that a crafted file could abuse (a huge label count), and unknown keys."""
+    if "num_labels" in kwargs:
+        _check_int("num_labels", kwargs["num_labels"], MAX_LABELS)
+    for key in ("id2label", "label2id"):
+        if kwargs.get(key) is not None and not (isinstance(kwargs[key], dict) and len(kwargs[key]) <= MAX_LABELS):
+            raise ValueError(f"{key} must be an object of at most {MAX_LABELS:,} entries, got {kwargs[key]!r:.100}")
+    unknown = sorted(key for key in kwargs if not key.startswith("_") and key not in _known_transformers_keys())
+    if unknown:
+        logger.warning(f"KiOPPromptConfig ignores unknown keys {unknown}")
+
+
+def _known_transformers_keys() -> set[str]:
+    if not _KNOWN:
+        _KNOWN.update(PretrainedConfig().to_dict(), {"num_labels", "transformers_version", "architectures", "model_type"})
+    return _KNOWN
+
+
+_KNOWN: set[str] = set()
