@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from functools import lru_cache
 
 import torch
@@ -118,6 +119,53 @@ class KiOPVisualPrompt(PreTrainedModel):
         return push_saved(self, repo_id, **kwargs)
 
 
+def _warn_if_another_target(config: KiOPPromptConfig, target: FrozenClassifier) -> None:
+    """A target with the right shapes but other classes or preprocessing runs, but the prompt was not made for it."""
+    differences = []
+    if config.target_class_names is not None and list(config.target_class_names) != list(target.class_names):
+        differences.append("class names")
+    for name, recorded, actual in (("mean", config.target_mean, target.mean), ("std", config.target_std, target.std)):
+        if recorded is not None and not torch.allclose(torch.tensor(recorded), actual.flatten().cpu(), atol=1e-6):
+            differences.append(f"{name} ({recorded} recorded, {actual.flatten().tolist()} given)")
+    if differences:
+        warnings.warn(
+            f"{target.name_or_path or 'the given target'} differs from the target this prompt was trained on in its "
+            f"{', '.join(differences)}; its outputs may not mean what the prompt's tasks expect",
+            stacklevel=3,
+        )
+
+
+def checked_pixels(pixel_values) -> torch.Tensor:
+    """The model boundary: a (batch, C, H, W) float tensor of unnormalised pixels in [0, 1].
+
+    uint8 images (0-255) are divided by 255 and float64 is cast to float32, the two unambiguous conversions;
+    anything else that is not such a batch is refused with what was expected: a missing batch dimension,
+    channels-last or 5-D tensors, float pixels in 0-255, NaN or infinite pixels.
+    """
+    expected = "a batch of images (batch, channels, height, width) with pixels in [0, 1]"
+    if not isinstance(pixel_values, torch.Tensor):
+        raise TypeError(f"expected {expected} as a torch.Tensor, got {type(pixel_values).__name__}")
+    shape = tuple(pixel_values.shape)
+    if pixel_values.ndim != 4:
+        hint = "; add the batch dimension with images.unsqueeze(0)" if pixel_values.ndim == 3 else ""
+        raise ValueError(f"expected {expected}, got a {pixel_values.ndim}-D tensor of shape {shape}{hint}")
+    if shape[1] not in (1, 3) and shape[-1] in (1, 3):
+        raise ValueError(f"expected {expected}, got shape {shape}, which looks channels-last; use images.permute(0, 3, 1, 2)")
+    if pixel_values.dtype == torch.uint8:
+        return pixel_values.float().div(255.0)
+    if not pixel_values.is_floating_point():
+        raise TypeError(f"expected {expected} as floats (or uint8 0-255), got dtype {pixel_values.dtype}")
+    if pixel_values.dtype == torch.float64:
+        pixel_values = pixel_values.float()
+    low, high = pixel_values.aminmax()
+    if not (torch.isfinite(low) & torch.isfinite(high)):  # a NaN anywhere makes both NaN
+        raise ValueError(f"expected {expected}; the images hold NaN or infinite pixels")
+    if low < -1e-3 or high > 1 + 1e-3:
+        hint = " (normalised images? the model normalises itself)" if low < 0 else " (pixels in 0-255? divide by 255)"
+        raise ValueError(f"expected {expected}, got pixels from {low.item():.3g} to {high.item():.3g}{hint}")
+    return pixel_values
+
+
 class KiOPModel(nn.Module):
     """A frozen target with its prompt: ``model(pixel_values, task=...)`` returns that task's logits.
 
@@ -153,7 +201,8 @@ class KiOPModel(nn.Module):
 
     def target_logits(self, pixel_values: torch.Tensor, task: str | None = None) -> torch.Tensor:
         """All of the target's logits for images wrapped in ``task``'s rings, before the task's label map."""
-        return self.target(self.prompt(match_channels(pixel_values, self.config.num_channels), task))
+        pixels = checked_pixels(pixel_values)
+        return self.target(self.prompt(match_channels(pixels, self.config.num_channels), task))
 
     def forward(self, pixel_values: torch.Tensor, task: str | None = None) -> torch.Tensor:
         logits = self.target_logits(pixel_values, task)
@@ -248,6 +297,7 @@ class KiOPModel(nn.Module):
                 f"the prompt was made for a target with {config.target_image_size}px inputs, but "
                 f"{target.name_or_path or 'the given target'} takes {target.image_size}px"
             )
+        _warn_if_another_target(config, target)
         return cls(prompt.eval(), target)
 
     def save_pretrained(

@@ -86,3 +86,38 @@ def test_prompt_alone_loads_without_its_target(prompted, tmp_path):
     prompted.save_pretrained(tmp_path)
     prompt = KiOPVisualPrompt.from_pretrained(tmp_path)
     assert prompt.config.source_names == ["gray"]
+
+
+def test_a_target_with_other_classes_or_preprocessing_warns(tmp_path):
+    torch.manual_seed(0)
+    network = TinyCNN(num_classes=20)
+    target = load_classifier(network, image_size=32, mean=RGB_MEAN, std=RGB_STD)
+    source = load_classifier(TinyCNN(num_classes=10), image_size=32, mean=RGB_MEAN, std=RGB_STD)
+    KiOPModel.from_models(target, {"s": source}, image_size=32, ring_sizes=[36, 48]).save_pretrained(tmp_path)
+    other = load_classifier(network, class_names=[f"other_{i}" for i in range(20)], image_size=32, mean=[0.5] * 3, std=RGB_STD)
+    with pytest.warns(UserWarning, match=r"differs from the target this prompt was trained on in its class names, mean"):
+        KiOPModel.from_pretrained(tmp_path, target=other)
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (torch.rand(3, 32, 32), "got a 3-D tensor of shape \\(3, 32, 32\\); add the batch dimension"),
+        (torch.rand(2, 2, 3, 32, 32), "got a 5-D tensor"),
+        (torch.rand(2, 32, 32, 3), "looks channels-last; use images.permute\\(0, 3, 1, 2\\)"),
+        (torch.rand(2, 3, 32, 32) * 255, "pixels in 0-255\\? divide by 255"),
+        (torch.randn(2, 3, 32, 32), "normalised images\\? the model normalises itself"),
+        (torch.full((2, 3, 32, 32), float("nan")), "NaN or infinite pixels"),
+        (torch.ones(2, 3, 32, 32, dtype=torch.int64), "as floats \\(or uint8 0-255\\), got dtype torch.int64"),
+    ],
+)
+def test_images_at_the_model_boundary_must_be_a_batch_of_unit_range_pixels(prompted, images, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        prompted(images, task="gray")
+
+
+def test_uint8_and_float64_images_are_converted_unambiguously(prompted):
+    images = (torch.rand(2, 1, 32, 32) * 255).round().to(torch.uint8)
+    expected = prompted(images.float() / 255, task="gray")
+    assert torch.equal(prompted(images, task="gray"), expected)
+    assert torch.allclose(prompted(images.double() / 255, task="gray"), expected)
