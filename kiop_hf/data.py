@@ -19,6 +19,8 @@ def load_image_dataset(source, split: str = "train"):
     if isinstance(source, DatasetDict):
         return source[split]
     path = os.fspath(source)
+    if not os.path.exists(path) and (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1):
+        raise FileNotFoundError(f"no such folder: {path} (a dataset is a local folder or a Hub id 'namespace/name')")
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "dataset_dict.json")) or os.path.isfile(os.path.join(path, "state.json")):
             loaded = load_from_disk(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .configuration_kiop import TARGET_TASK
-from .data import dataset_tensors, to_unit_range
+from .data import dataset_tensors, image_column, load_image_dataset, to_unit_range
 from .modeling_kiop import KiOPModel
 
 ACCURACY_METRIC = Path(__file__).parent / "metrics" / "accuracy"
@@ -24,6 +24,33 @@ def predict(classify, images: torch.Tensor, device: torch.device, batch_size: in
     """Top-1 predictions of ``classify`` (pixels in [0, 1] -> logits) over uint8 or float images, in batches."""
     batches = (to_unit_range(images[i : i + batch_size]).to(device) for i in range(0, len(images), batch_size))
     return torch.cat([classify(batch).argmax(-1).cpu() for batch in batches])
+
+
+def check_test_set(task: str, test_set, num_classes: int) -> None:
+    """Open a task's labelled test set and check it can be scored (images, labels in range, not empty) without
+    decoding its images: a bad eval set must fail before training, not after it."""
+    where = f"eval set of task {task!r}"
+    if isinstance(test_set, tuple):
+        if len(test_set) != 2:
+            raise ValueError(f"the {where} must be (images, labels), got a tuple of {len(test_set)}")
+        images, labels = test_set
+        if not (isinstance(images, torch.Tensor) and images.ndim == 4):
+            raise ValueError(f"the {where}: images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+        labels = torch.as_tensor(labels)
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise ValueError(f"the {where}: {len(images)} images need as many labels, got shape {tuple(labels.shape)}")
+        labels = labels.tolist()
+    else:
+        dataset = load_image_dataset(test_set, "test")
+        image_column(dataset)
+        if "label" not in dataset.column_names:
+            raise ValueError(f"the {where} ({test_set}) has no 'label' column; its columns are {dataset.column_names}")
+        labels = dataset["label"]
+    if not labels:
+        raise ValueError(f"the {where} is empty")
+    if not all(isinstance(label, int) and 0 <= label < num_classes for label in labels):
+        bad = next(label for label in labels if not (isinstance(label, int) and 0 <= label < num_classes))
+        raise ValueError(f"the {where} has label {bad!r}; the task has {num_classes} classes (0 to {num_classes - 1})")
 
 
 def evaluate_tasks(model: KiOPModel, test_sets: dict, batch_size: int = 256, limit: int | None = None) -> dict[str, float]:

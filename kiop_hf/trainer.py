@@ -36,6 +36,7 @@ from .checkpointing import (
 from .classifiers import FrozenClassifier
 from .configuration_kiop import TARGET_TASK
 from .data import dataset_tensors, to_unit_range
+from .evaluation import check_test_set, evaluate_tasks
 from .label_mapping import frequency_label_maps
 from .losses import distillation_loss
 from .modeling_kiop import KiOPModel
@@ -94,6 +95,9 @@ class KiOPTrainer:
         unknown = sorted(set(eval_sets or {}) - set(config.task_names))
         if unknown:
             raise ValueError(f"eval_sets names unknown tasks {unknown}; this prompt's tasks are {config.task_names}")
+        for task, test_set in (eval_sets or {}).items():
+            classes = config.target_num_labels if task == TARGET_TASK else len(config.source(task)["class_names"])
+            check_test_set(task, test_set, classes)
         if args.transfer_data != "synthetic":
             transfer_images = _per_source(transfer_images, sources, args.transfer_data)
         elif transfer_images is not None:
@@ -295,8 +299,6 @@ class KiOPTrainer:
     def evaluate(self) -> dict[str, float]:
         """Accuracy per task on ``eval_sets`` and the target's retention, measured on the main process (other
         ranks keep an empty result)."""
-        from .evaluation import evaluate_tasks
-
         if self.accelerator.is_main_process:
             self.results = evaluate_tasks(self.model, self.eval_sets, limit=self.args.eval_limit)
         return self.results

@@ -63,3 +63,32 @@ def test_a_source_named_twice_on_the_command_line_is_refused(transformers_folder
     flags = ["--source", f"gray={timm_folder}", "--source", f"gray={transformers_folder}"]
     with pytest.raises(SystemExit, match="--source names 'gray' twice"):
         main(["train", "--target", str(transformers_folder), *flags, "--output-dir", str(tmp_path)])
+
+
+def unlabelled_dataset(folder, n=4):
+    from datasets import Dataset, DatasetDict, Features
+    from datasets import Image as ImageFeature
+    from PIL import Image
+
+    images = [Image.new("L", (32, 32)) for _ in range(n)]
+    split = Dataset.from_dict({"image": images}, features=Features({"image": ImageFeature()}))
+    DatasetDict(train=split, test=split).save_to_disk(folder)
+    return folder
+
+
+def test_eval_sets_are_opened_and_checked_before_training(models, tmp_path):
+    from .test_cli import labelled_dataset
+
+    model, sources = models
+    args = KiOPTrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True)
+    bad_sets = [
+        ({"gray": str(tmp_path / "no" / "such" / "set")}, FileNotFoundError, "no such folder"),
+        ({"gray": unlabelled_dataset(tmp_path / "unlabelled")}, ValueError, "has no 'label' column"),
+        ({"gray": labelled_dataset(tmp_path / "twelve", 12, "L")}, ValueError, "has label 10; the task has 10 classes"),
+        ({"gray": (torch.zeros(3, 1, 32, 32), torch.zeros(2, dtype=torch.long))}, ValueError, "3 images need as many labels"),
+        ({"gray": (torch.zeros(0, 1, 32, 32), torch.zeros(0, dtype=torch.long))}, ValueError, "is empty"),
+    ]
+    for eval_sets, error, message in bad_sets:
+        with pytest.raises(error, match=message):
+            KiOPTrainer(model, sources, args, eval_sets=eval_sets)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
