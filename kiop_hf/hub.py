@@ -15,6 +15,7 @@ from huggingface_hub.errors import (
 from .clip import CLASS_VECTORS_FILE
 from .configuration_kiop import KiOPPromptConfig
 from .model_card import CURVES_PICTURE, PROMPT_PICTURE
+from .saving import finish_interrupted_save
 
 PROMPT_FILES = ("config.json", "model.safetensors")
 # What a prompt folder publishes, and nothing else: a training folder also holds checkpoints and tracker logs, and
@@ -72,6 +73,8 @@ def check_prompt_repo(name_or_path: str | os.PathLike, revision: str | None = No
     """Raise a clear error unless ``name_or_path`` holds a kiop_hf prompt (config.json of model_type
     ``kiop_prompt`` and a safetensors weights file), before transformers tries to load anything."""
     name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        finish_interrupted_save(name)  # a save killed while moving its files in: complete it before reading
     files = {}
     for filename in PROMPT_FILES:
         if os.path.isdir(name):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,7 @@ from .classifiers import FrozenClassifier, load_classifier
 from .clip import load_class_vectors, save_class_vectors
 from .configuration_kiop import TARGET_TASK, KiOPPromptConfig
 from .label_mapping import random_label_maps
+from .saving import staged_save
 
 
 @lru_cache(maxsize=64)
@@ -104,8 +106,10 @@ class KiOPVisualPrompt(PreTrainedModel):
         snippet) with the prompt's picture."""
         from .model_card import write_model_card
 
-        super().save_pretrained(save_directory, *args, **kwargs)
-        write_model_card(self, save_directory, repo_id=repo_id)  # never overwrites a README a person wrote
+        repo_id = repo_id or Path(save_directory).resolve().name  # the card names the folder, not its staging
+        with staged_save(save_directory) as staging:  # a kill leaves the old prompt or the new one
+            super().save_pretrained(staging, *args, **kwargs)
+            write_model_card(self, staging, repo_id=repo_id)  # never overwrites a README a person wrote
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload the prompt with a model card (and its picture) to ``repo_id``, as PEFT adapters are pushed.
@@ -315,9 +319,11 @@ class KiOPModel(nn.Module):
         """
         from .model_card import write_model_card
 
-        PreTrainedModel.save_pretrained(self.prompt, save_directory, **kwargs)  # config and weights; the card below
-        save_class_vectors(save_directory, {TARGET_TASK: self.target, **(sources or {})})
-        write_model_card(self, save_directory, repo_id=repo_id, **(card or {}))  # never overwrites a user's README
+        repo_id = repo_id or Path(save_directory).resolve().name  # the card names the folder, not its staging
+        with staged_save(save_directory) as staging:  # a kill leaves the old prompt or the new one
+            PreTrainedModel.save_pretrained(self.prompt, staging, **kwargs)  # config and weights; the card below
+            save_class_vectors(staging, {TARGET_TASK: self.target, **(sources or {})})
+            write_model_card(self, staging, repo_id=repo_id, **(card or {}))  # never overwrites a user's README
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Push the prompt (not the target, which the prompt's config names) with a model card; keyword arguments

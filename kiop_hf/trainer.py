@@ -40,6 +40,7 @@ from .evaluation import check_test_set, evaluate_tasks
 from .label_mapping import frequency_label_maps
 from .losses import distillation_loss
 from .modeling_kiop import KiOPModel
+from .saving import staged_save
 from .synthesis import DataBank, make_synthesizer
 from .training_args import KiOPTrainingArguments
 
@@ -313,9 +314,10 @@ class KiOPTrainer:
                 datasets=self._dataset_names(), samples=self._samples(),
                 synthesis_terms={name: s.describe_terms() for name, s in self.synthesizers.items()},
             )  # fmt: skip
-            self.model.save_pretrained(output_dir, repo_id=self.hub_model_id, sources=self.sources, card=card)
-            if self.results:
-                (output_dir / "results.json").write_text(json.dumps(self.results, indent=2) + "\n")
+            with staged_save(output_dir) as staging:  # prompt, card and results land together
+                self.model.save_pretrained(staging, repo_id=self.hub_model_id, sources=self.sources, card=card)
+                if self.results:
+                    (staging / "results.json").write_text(json.dumps(self.results, indent=2) + "\n")
         self.accelerator.wait_for_everyone()
 
     @property

@@ -121,3 +121,44 @@ def test_uint8_and_float64_images_are_converted_unambiguously(prompted):
     expected = prompted(images.float() / 255, task="gray")
     assert torch.equal(prompted(images, task="gray"), expected)
     assert torch.allclose(prompted(images.double() / 255, task="gray"), expected)
+
+
+SAVE_LOOP = """
+import sys, torch
+from kiop_hf import KiOPVisualPrompt
+folder = sys.argv[1]
+prompt = KiOPVisualPrompt.from_pretrained(sys.argv[2])
+versions = [torch.full_like(prompt.rings[0], 1.0), torch.full_like(prompt.rings[0], 2.0)]
+i = 0
+while True:  # save the two versions in turn, until killed
+    with torch.no_grad():
+        prompt.rings[0].copy_(versions[i % 2])
+    prompt.config.data_regime = {"version": str(i % 2 + 1)}  # config and weights both tell the version
+    prompt.save_pretrained(folder)
+    i += 1
+"""
+
+
+def test_a_save_killed_at_any_instant_leaves_the_old_prompt_or_the_new_one(prompted, tmp_path):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    prompted.prompt.save_pretrained(tmp_path / "start")
+    folder = tmp_path / "prompt"
+    rng = random.Random(0)
+    for _ in range(6):
+        process = subprocess.Popen([sys.executable, "-c", SAVE_LOOP, str(folder), str(tmp_path / "start")])
+        while not (folder / "config.json").exists():  # saving has started
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        loaded = KiOPVisualPrompt.from_pretrained(folder)  # completes a save killed while committing
+        value = loaded.rings[0].flatten()[0].item()
+        assert value in (1.0, 2.0) and torch.all(loaded.rings[0] == value), "a mix of two saves"
+        assert loaded.config.data_regime == {"version": str(int(value))}, "config of one save, weights of another"
+        assert not (folder / ".kiop-committing").exists()
