@@ -123,7 +123,7 @@ def load_classifier(
         return model_or_name
     if isinstance(model_or_name, nn.Module):
         return _wrap_module(model_or_name, class_names, image_size, mean, std)
-    name = os.fspath(model_or_name)
+    name = _recorded_name(os.fspath(model_or_name))
     if not os.path.isdir(name.removeprefix(_TIMM_PREFIX)):
         revision = _pin_revision(name.removeprefix(_TIMM_PREFIX), revision)
     library = library or _detect_library(name, revision)
@@ -139,6 +139,18 @@ def load_classifier(
     if unstated:
         raise ValueError(f"{name} does not state its {', '.join(unstated)} (it has no image processor); pass them")
     return FrozenClassifier(model, library=library, name_or_path=name, revision=revision, **found)
+
+
+def _recorded_name(name: str) -> str:
+    """A local folder as an absolute path, which no Hub id can be mistaken for (a prompt records it and may be
+    loaded from another working directory); a missing folder is an error here, not a Hub lookup of its name."""
+    prefix = _TIMM_PREFIX if name.startswith(_TIMM_PREFIX) else ""
+    path = name.removeprefix(prefix)
+    if os.path.isdir(path):
+        return prefix + os.path.abspath(path)
+    if os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path:
+        raise FileNotFoundError(f"no such folder: {path} (a model is a local folder or a Hub id 'namespace/name')")
+    return name
 
 
 def _wrap_module(model, class_names, image_size, mean, std) -> FrozenClassifier:

@@ -1,7 +1,9 @@
+import os
+
 import pytest
 import torch
 
-from kiop_hf import FrozenClassifier, load_classifier
+from kiop_hf import FrozenClassifier, KiOPModel, load_classifier
 from kiop_hf.channels import match_channels
 
 from .helpers import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD, TinyCNN
@@ -98,3 +100,17 @@ def test_bad_preprocessing_is_refused(tiny_cnn):
         FrozenClassifier(tiny_cnn, class_names=["a"], image_size=32, mean=[0.5, 0.5], std=[0.5])
     with pytest.raises(ValueError, match="std must be positive"):
         FrozenClassifier(tiny_cnn, class_names=["a"], image_size=32, mean=[0.5], std=[0.0])
+
+
+def test_a_local_model_is_recorded_by_absolute_path_and_a_missing_folder_is_not_a_hub_lookup(
+    timm_folder, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(timm_folder.parent)
+    relative = load_classifier(timm_folder.name)
+    assert relative.name_or_path == str(timm_folder) and os.path.isabs(relative.name_or_path)
+    target = load_classifier(timm_folder.name)
+    KiOPModel.from_models(target, {}, image_size=32, ring_sizes=[36]).save_pretrained(tmp_path / "prompt")
+    monkeypatch.chdir(tmp_path)  # elsewhere, the recorded target still is that folder, not a Hub repo of its name
+    assert KiOPModel.from_pretrained(tmp_path / "prompt").target.name_or_path == str(timm_folder)
+    with pytest.raises(FileNotFoundError, match="no such folder: ./models/missing"):
+        load_classifier("./models/missing")
