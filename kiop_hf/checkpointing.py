@@ -138,13 +138,15 @@ def read_checkpoint(folder: str | os.PathLike, rank: int) -> dict:
     return join_state(load_file(tensors_file) | values)
 
 
-def check_fingerprint(recorded: dict, current: dict, folder: Path) -> None:
-    """Refuse to resume a different run: every field that defines the run must match the checkpoint's."""
-    differing = sorted(key for key in recorded.keys() | current.keys() if recorded.get(key) != current.get(key))
+def check_fingerprint(recorded: dict, current: dict, folder: Path, overrides=()) -> None:
+    """Refuse to resume a different run: every field that defines the run must match the checkpoint's, but those
+    the user allowed to change (``overrides``)."""
+    keys = (recorded.keys() | current.keys()) - set(overrides)
+    differing = sorted(key for key in keys if recorded.get(key) != current.get(key))
     if differing:
         details = "; ".join(f"{key}: checkpoint {recorded.get(key)!r}, now {current.get(key)!r}" for key in differing)
         raise ValueError(
-            f"{folder} belongs to a different run ({details}); resume with the same settings, or train into a new "
-            "output_dir"
+            f"{folder} belongs to a different run ({details}); resume with the same settings (resume_overrides "
+            "allows a new number of rounds), or train into a new output_dir"
         )
 

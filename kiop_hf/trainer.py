@@ -388,7 +388,7 @@ class KiOPTrainer:
             raise FileNotFoundError(f"no checkpoint to resume from under {Path(self.args.output_dir) / CHECKPOINTS}")
         state = read_checkpoint(folder, self.accelerator.process_index)
         run = state["run"]
-        check_fingerprint(run["fingerprint"], self._fingerprint(), folder)
+        check_fingerprint(run["fingerprint"], self._fingerprint(), folder, self.args.resume_overrides)
         self.round, self.history = run["round"], run["history"]
         if run["label_mapping"] == "frequency":
             self._set_label_maps(run["label_maps"])
@@ -400,6 +400,7 @@ class KiOPTrainer:
             {"state": {int(k): v for k, v in optimizer.get("state", {}).items()}, "param_groups": optimizer["param_groups"]}
         )
         self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.T_max = self.args.rounds * self.args.kd_steps  # a resume may change the number of rounds
         device = self.accelerator.device
         for name, synthesizer in self.synthesizers.items():
             self.banks[name].load_state_dict(_to_device(state.get("bank", {}).get(name, {}), device))

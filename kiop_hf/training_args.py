@@ -10,6 +10,7 @@ TRANSFER_MODES = ("synthetic", "unlabelled", "mixed")
 LABEL_MAPPINGS = ("random", "frequency")
 MIXED_PRECISION = (None, "no", "bf16", "fp16")
 SYNTHESIS_METHODS = ("cmi", "fast", "deepinversion")
+RESUME_OVERRIDABLE = ("rounds",)
 # (name, smallest value, None allowed)
 INTEGERS = (
     ("rounds", 1, False), ("synthesis_steps", 0, False), ("kd_steps", 1, False), ("batch_size", 1, False),
@@ -99,6 +100,9 @@ class KiOPTrainingArguments:
     # "no", "bf16" or "fp16": autocast for the frozen models' passes and the generator (the prompt's parameters
     # and optimizer stay fp32); None takes accelerate's setting (`accelerate launch --mixed_precision bf16`).
     mixed_precision: str | None = None
+    # Arguments a resumed run may change against its checkpoint (every other one must match): only "rounds", to
+    # extend or shorten a run, whose cosine learning-rate schedule then stretches to the new length.
+    resume_overrides: list[str] = field(default_factory=list)
     # Evaluation (on the trainer's eval_sets at the end of training) and publishing, as in transformers
     eval_limit: int | None = None
     push_to_hub: bool = False
@@ -132,6 +136,8 @@ class KiOPTrainingArguments:
         synthesises = self.transfer_data != "unlabelled" or self.preservation == "BF"
         if synthesises and self.synthesis_steps < 1:
             raise ValueError(f"synthesis_steps must be at least 1 when a model is inverted, got {self.synthesis_steps}")
+        if not set(self.resume_overrides) <= set(RESUME_OVERRIDABLE):
+            raise ValueError(f"resume_overrides may name only {list(RESUME_OVERRIDABLE)}, got {self.resume_overrides}")
         for task, weight in (self.source_weights or {}).items():
             if not _finite_number(weight) or weight < 0:
                 raise ValueError(f"source_weights[{task!r}] must be a finite number >= 0, got {weight!r}")

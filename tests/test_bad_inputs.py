@@ -28,6 +28,7 @@ ARGUMENT_CATALOGUE = [
     (dict(recent_share=1.5), "recent_share must be between 0 and 1, got 1.5"),
     (dict(synthesizer="gan"), "synthesizer must be one of"),
     (dict(mixed_precision="fp8"), "mixed_precision must be one of"),
+    (dict(resume_overrides=["kd_steps"]), r"resume_overrides may name only \['rounds'\], got \['kd_steps'\]"),
     (dict(source_weights={"gray": math.inf}), r"source_weights\['gray'\] must be a finite number >= 0, got inf"),
 ]
 

@@ -283,6 +283,11 @@ def test_resuming_a_run_folder_runs_no_pickle_and_refuses_another_run(transforme
 
     with pytest.raises(ValueError, match=r"belongs to a different run \(kd_steps: checkpoint 3, now 4\)"):
         tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=1, kd_steps=4).train(resume_from_checkpoint=True)
+    with pytest.raises(ValueError, match=r"rounds: checkpoint 1, now 2\); resume with the same settings"):
+        tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=2).train(resume_from_checkpoint=True)
+    longer = tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=2, resume_overrides=["rounds"])
+    longer.train(resume_from_checkpoint=True)  # extending a run is allowed when asked for
+    assert [logs["round"] for logs in longer.history] == [1, 2]
     shutil.copytree(folder, tmp_path / "corrupt")
     (tmp_path / "corrupt" / "run_state_0.json").write_text('{"run/round": 1, "run/hist')
     with pytest.raises(ValueError, match="run_state_0.json is not valid JSON"):
