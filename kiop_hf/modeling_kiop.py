@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -96,6 +97,9 @@ class KiOPVisualPrompt(PreTrainedModel):
             )
         except RuntimeError as error:  # transformers refuses ring tensors of the wrong shape
             raise ValueError(f"{corrupt}; the prompt repo is corrupt or was edited ({error})") from error
+        except SafetensorError as error:
+            raise ValueError(f"{os.fspath(pretrained_model_name_or_path)!r}: model.safetensors is not a readable "
+                             f"safetensors file ({error})") from error  # fmt: skip
         problems = {key: info.get(key) for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(key)}
         if problems:
             raise ValueError(f"{corrupt} ({problems}); the prompt repo is corrupt or was edited")

@@ -92,3 +92,10 @@ def test_save_pretrained_round_trips_exactly_and_writes_only_config_and_safetens
 def test_auto_model_resolves_the_prompt_class(tmp_path):
     KiOPVisualPrompt(make_config()).save_pretrained(tmp_path)
     assert type(AutoModel.from_pretrained(tmp_path)) is KiOPVisualPrompt
+
+
+def test_a_corrupt_weights_file_is_named_in_the_error(tmp_path):
+    KiOPVisualPrompt(KiOPPromptConfig()).save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="model.safetensors is not a readable safetensors file"):
+        KiOPVisualPrompt.from_pretrained(tmp_path)
