@@ -180,6 +180,13 @@ def _pin_revision(repo_id: str, revision: str | None) -> str:
         raise OSError(f"the model repo {repo_id!r} is gated: request access on the Hub and log in") from error
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:
         raise OSError(f"could not find the model repo {repo_id!r} (revision {revision!r}) on the Hub") from error
+    except Exception as error:
+        if not any(cls.__name__ == "TransportError" for cls in type(error).__mro__):  # httpx's network errors
+            raise
+        raise OSError(
+            f"could not reach the Hub at {constants.ENDPOINT} to resolve {repo_id!r} ({error}); check the network, "
+            "or set HF_HUB_OFFLINE=1 to load it from the local cache"
+        ) from error
 
 
 def _read_config(name: str, revision: str | None) -> dict:

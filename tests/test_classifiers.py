@@ -114,3 +114,12 @@ def test_a_local_model_is_recorded_by_absolute_path_and_a_missing_folder_is_not_
     assert KiOPModel.from_pretrained(tmp_path / "prompt").target.name_or_path == str(timm_folder)
     with pytest.raises(FileNotFoundError, match="no such folder: ./models/missing"):
         load_classifier("./models/missing")
+
+
+def test_an_unreachable_hub_says_so(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(OSError, match="could not reach the Hub at http://127.0.0.1:9 to resolve 'org/letters'"):
+        load_classifier("org/letters")
