@@ -72,8 +72,9 @@ def join_state(flat: dict) -> dict:
     return state
 
 
-def random_states() -> dict:
-    """Every random generator a run draws from (Python, NumPy, torch CPU and CUDA), as tensors and plain values."""
+def random_states(device: torch.device) -> dict:
+    """Every random generator a run draws from (Python, NumPy, torch CPU and this process's CUDA device), as
+    tensors and plain values."""
     version, python_state, gauss = random.getstate()
     kind, keys, position, has_gauss, cached = np.random.get_state()
     state = {
@@ -82,20 +83,20 @@ def random_states() -> dict:
                   "has_gauss": int(has_gauss), "cached": float(cached)},  # fmt: skip
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = {str(i): s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_random_states(state: dict) -> None:
+def set_random_states(state: dict, device: torch.device) -> None:
     python = state["python"]
     random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
     numpy = state["numpy"]
     keys = numpy["keys"].numpy().astype(np.uint32)
     np.random.set_state((numpy["kind"], keys, numpy["position"], numpy["has_gauss"], numpy["cached"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([state["cuda"][str(i)] for i in range(len(state["cuda"]))])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def write_checkpoint(output_dir, index: int, state: dict, accelerator, total_limit: int | None) -> Path:
@@ -118,8 +119,10 @@ def write_checkpoint(output_dir, index: int, state: dict, accelerator, total_lim
     if accelerator.is_main_process:
         os.replace(temporary, final)
         if total_limit is not None:
-            for old in checkpoint_folders(output_dir)[:-total_limit]:
-                shutil.rmtree(old)
+            for old in checkpoint_folders(output_dir)[:-total_limit]:  # renamed first: never half-deleted in place
+                doomed = old.with_name(f"{_TEMPORARY}{old.name}")
+                os.replace(old, doomed)
+                shutil.rmtree(doomed)
     accelerator.wait_for_everyone()
     return final
 

@@ -145,7 +145,7 @@ def _recorded_name(name: str) -> str:
     """A local folder as an absolute path, which no Hub id can be mistaken for (a prompt records it and may be
     loaded from another working directory); a missing folder is an error here, not a Hub lookup of its name."""
     prefix = _TIMM_PREFIX if name.startswith(_TIMM_PREFIX) else ""
-    path = name.removeprefix(prefix)
+    path = os.path.expanduser(name.removeprefix(prefix))
     if os.path.isdir(path):
         return prefix + os.path.abspath(path)
     if os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1 or "\\" in path:

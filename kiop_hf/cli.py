@@ -14,7 +14,7 @@ _TRAINING_FLAGS = (
     "rounds", "synthesis_steps", "kd_steps", "batch_size", "seed", "learning_rate", "temperature", "synthesizer",
     "preservation_weight", "save_every_rounds", "logging_steps", "eval_limit", "hub_model_id", "label_mapping",
     "label_mapping_refresh_rounds", "bn_weight", "adv_weight", "oh_weight", "cr_weight", "data_bank_size",
-    "recent_share", "mixed_precision",
+    "recent_share", "mixed_precision", "latent_lr", "meta_step", "bn_momentum",
 )  # fmt: skip
 
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 import os
 from typing import Any
+
+import numpy as np
+import torch
 
 from transformers import PretrainedConfig
 from transformers.utils import CONFIG_NAME, logging
@@ -68,15 +73,15 @@ class KiOPPromptConfig(PretrainedConfig):
         data_regime: dict[str, str] | None = None,
         **kwargs,
     ):
-        _check_int("image_size", image_size, MAX_SIDE)
-        _check_int("num_channels", num_channels, MAX_CHANNELS)
+        image_size = _check_int("image_size", image_size, MAX_SIDE)
+        num_channels = _check_int("num_channels", num_channels, MAX_CHANNELS)
         if not isinstance(ring_sizes, (list, tuple)) or len(ring_sizes) > MAX_SOURCES + 1:
             raise ValueError(f"ring_sizes must be a list of at most {MAX_SOURCES + 1} canvas sides, got {ring_sizes!r:.100}")
-        for i, size in enumerate(ring_sizes):
-            _check_int(f"ring_sizes[{i}]", size, MAX_SIDE)
-        for name, value in (("target_num_labels", target_num_labels), ("target_image_size", target_image_size)):
-            if value is not None:
-                _check_int(name, value, MAX_LABELS if name == "target_num_labels" else MAX_SIDE)
+        ring_sizes = [_check_int(f"ring_sizes[{i}]", size, MAX_SIDE) for i, size in enumerate(ring_sizes)]
+        if target_num_labels is not None:
+            target_num_labels = _check_int("target_num_labels", target_num_labels, MAX_LABELS)
+        if target_image_size is not None:
+            target_image_size = _check_int("target_image_size", target_image_size, MAX_SIDE)
         for name, value in (("target_name_or_path", target_name_or_path), ("target_revision", target_revision)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{name} must be a string or null, got {value!r}")
@@ -246,23 +251,36 @@ def _normalise_source(source: dict[str, Any], num_channels: int, image_size: int
             raise TypeError(f"source {name!r}: {key} must be a string or null, got {source[key]!r}")
     _check_names(f"source {name!r}: class_names", source["class_names"])
     label_map = source["label_map"]
-    if not isinstance(label_map, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in label_map):
+    if isinstance(label_map, (np.ndarray, torch.Tensor)) and label_map.ndim == 1:
+        label_map = label_map.tolist()
+    if not isinstance(label_map, (list, tuple)) or not all(_is_integer(i) for i in label_map):
         raise TypeError(f"source {name!r}: label_map must be a list of integers (target classes), got {label_map!r:.200}")
+    label_map = [operator.index(i) for i in label_map]
     entry = {key: source.get(key) for key in SOURCE_KEYS}
     entry |= {"num_channels": source.get("num_channels", num_channels), "image_size": source.get("image_size", image_size)}
-    _check_int(f"source {name!r}: num_channels", entry["num_channels"], MAX_CHANNELS)
-    _check_int(f"source {name!r}: image_size", entry["image_size"], MAX_SIDE, minimum=-MAX_SIDE)  # positivity: _check_sources
-    return entry | {"class_names": list(entry["class_names"]), "label_map": list(label_map)}
+    entry["num_channels"] = _check_int(f"source {name!r}: num_channels", entry["num_channels"], MAX_CHANNELS)
+    # positivity of the size is checked with the other source fields
+    entry["image_size"] = _check_int(f"source {name!r}: image_size", entry["image_size"], MAX_SIDE, minimum=-MAX_SIDE)
+    return entry | {"class_names": [str(n) for n in entry["class_names"]], "label_map": label_map}
 
 
-def _check_int(name: str, value, maximum: int, minimum: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+def _is_integer(value) -> bool:
+    """Python, NumPy and 0-d torch integers (not booleans)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool
+    )
+
+
+def _check_int(name: str, value, maximum: int, minimum: int = 1) -> int:
+    """``value`` as a Python int, if it is an integer in range."""
+    if not _is_integer(value) or not minimum <= operator.index(value) <= maximum:
         kind = "a positive integer" if minimum == 1 else "an integer"
         raise ValueError(f"{name} must be {kind} (at most {maximum:,}), got {value!r:.100}")
+    return operator.index(value)
 
 
 def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
 
 
 def _check_names(field: str, names) -> None:

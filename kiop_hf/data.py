@@ -18,7 +18,7 @@ def load_image_dataset(source, split: str = "train"):
         return source
     if isinstance(source, DatasetDict):
         return source[split]
-    path = os.fspath(source)
+    path = os.path.expanduser(os.fspath(source))
     if not os.path.exists(path) and (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1):
         raise FileNotFoundError(f"no such folder: {path} (a dataset is a local folder or a Hub id 'namespace/name')")
     if os.path.isdir(path):

@@ -14,13 +14,8 @@ from huggingface_hub.errors import (
 
 from .clip import CLASS_VECTORS_FILE
 from .configuration_kiop import KiOPPromptConfig
-from .model_card import CURVES_PICTURE, PROMPT_PICTURE
-from .saving import finish_interrupted_save
+from .saving import PROMPT_FILES, PUBLISHED, finish_interrupted_save
 
-PROMPT_FILES = ("config.json", "model.safetensors")
-# What a prompt folder publishes, and nothing else: a training folder also holds checkpoints and tracker logs, and
-# a user's folder may hold anything (a .env, private data), none of which may leave the machine by accident.
-PUBLISHED = [*PROMPT_FILES, CLASS_VECTORS_FILE, "README.md", "results.json", PROMPT_PICTURE, CURVES_PICTURE, "samples_*.png"]
 
 
 def push_prompt_folder(
@@ -36,6 +31,7 @@ def push_prompt_folder(
     """Upload a saved prompt folder to ``repo_id``, creating the repo: only the files ``PUBLISHED`` names (prompt,
     class vectors, card and its pictures, results) at the folder's top level."""
     folder = Path(folder)
+    finish_interrupted_save(folder)  # never publish half of a save that was killed while moving its files in
     missing = [name for name in PROMPT_FILES if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a saved prompt: it lacks {missing} (save it with save_pretrained)")

@@ -111,9 +111,14 @@ class KiOPVisualPrompt(PreTrainedModel):
         from .model_card import write_model_card
 
         repo_id = repo_id or Path(save_directory).resolve().name  # the card names the folder, not its staging
+        push = kwargs.pop("push_to_hub", False)  # from the saved folder, not from its staging
         with staged_save(save_directory) as staging:  # a kill leaves the old prompt or the new one
             super().save_pretrained(staging, *args, **kwargs)
             write_model_card(self, staging, repo_id=repo_id)  # never overwrites a README a person wrote
+        if push:
+            from .hub import push_prompt_folder
+
+            push_prompt_folder(save_directory, repo_id)
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload the prompt with a model card (and its picture) to ``repo_id``, as PEFT adapters are pushed.
@@ -125,6 +130,15 @@ class KiOPVisualPrompt(PreTrainedModel):
         from .hub import push_saved
 
         return push_saved(self, repo_id, **kwargs)
+
+
+def _same_model(name: str, recorded: str | None) -> bool:
+    """Whether ``name`` is the recorded target: the same Hub id, or the same folder however it is written."""
+    if recorded is None:
+        return False
+    if os.path.isdir(os.path.expanduser(name)):
+        return os.path.abspath(os.path.expanduser(name)) == os.path.abspath(recorded)
+    return name == recorded
 
 
 def _warn_if_another_target(config: KiOPPromptConfig, target: FrozenClassifier) -> None:
@@ -286,7 +300,7 @@ class KiOPModel(nn.Module):
             target = config.target_name_or_path
         if not isinstance(target, FrozenClassifier):
             if isinstance(target, (str, os.PathLike)):  # a named target states its own classes and preprocessing
-                recorded = os.fspath(target) == config.target_name_or_path
+                recorded = _same_model(os.fspath(target), config.target_name_or_path)
                 zero_shot = recorded and config.target_library == "clip"  # its class vectors came with the prompt
                 target = load_classifier(
                     target,
@@ -324,10 +338,15 @@ class KiOPModel(nn.Module):
         from .model_card import write_model_card
 
         repo_id = repo_id or Path(save_directory).resolve().name  # the card names the folder, not its staging
+        push = kwargs.pop("push_to_hub", False)  # from the saved folder, not from its staging
         with staged_save(save_directory) as staging:  # a kill leaves the old prompt or the new one
             PreTrainedModel.save_pretrained(self.prompt, staging, **kwargs)  # config and weights; the card below
             save_class_vectors(staging, {TARGET_TASK: self.target, **(sources or {})})
             write_model_card(self, staging, repo_id=repo_id, **(card or {}))  # never overwrites a user's README
+        if push:
+            from .hub import push_prompt_folder
+
+            push_prompt_folder(save_directory, repo_id)
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Push the prompt (not the target, which the prompt's config names) with a model card; keyword arguments

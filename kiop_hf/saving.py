@@ -16,7 +16,15 @@ from pathlib import Path
 
 from transformers.utils import CONFIG_NAME
 
+from .clip import CLASS_VECTORS_FILE
+from .model_card import CURVES_PICTURE, PROMPT_PICTURE
+
 JOURNAL = ".kiop-committing"
+PROMPT_FILES = ("config.json", "model.safetensors")
+# What a prompt folder consists of, and all that publishing it uploads: a training folder also holds checkpoints
+# and tracker logs, and a user's folder may hold anything (a .env, private data), none of which may leave the
+# machine by accident. A save replaces these files and removes those of an earlier save it did not write.
+PUBLISHED = [*PROMPT_FILES, CLASS_VECTORS_FILE, "README.md", "results.json", PROMPT_PICTURE, CURVES_PICTURE, "samples_*.png"]
 
 
 def _staging(folder: Path) -> Path:
@@ -42,8 +50,11 @@ def staged_save(folder: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     folder.mkdir(parents=True, exist_ok=True)
+    written = {folder / path.name for path in staging.iterdir()}
     (folder / JOURNAL).touch()
     _commit(folder, staging)
+    for stale in {path for pattern in PUBLISHED for path in folder.glob(pattern)} - written:  # an earlier save's
+        stale.unlink()
 
 
 def finish_interrupted_save(folder: str | os.PathLike) -> None:

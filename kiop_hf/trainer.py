@@ -12,6 +12,7 @@ its own data (seeds differ per rank), the prompt's gradients are averaged, and o
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from functools import partial
@@ -48,7 +49,9 @@ from .training_args import KiOPTrainingArguments
 RUN_DEFINING = (
     "rounds", "synthesis_steps", "kd_steps", "batch_size", "seed", "seed_per_process", "learning_rate", "momentum",
     "weight_decay", "temperature", "preservation", "preservation_weight", "transfer_data", "label_mapping",
-    "label_mapping_refresh_rounds", "synthesizer", "data_bank_size", "recent_share",
+    "label_mapping_refresh_rounds", "synthesizer", "data_bank_size", "recent_share", "source_weights",
+    "mixed_precision", "synthesis_lr", "bn_weight", "oh_weight", "adv_weight", "cr_weight", "cr_temperature",
+    "memory_bank_size", "num_negatives", "head_dim", "reset_generator", "latent_lr", "meta_step", "bn_momentum",
 )  # fmt: skip
 
 
@@ -113,6 +116,8 @@ class KiOPTrainer:
             log_with=args.report_to or None,
             project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")),
         )
+        if self.accelerator.mixed_precision == "fp16":  # e.g. from `accelerate config`: bf16 needs no loss scaling
+            raise ValueError("mixed_precision fp16 is not supported (the prompt's gradients are not loss-scaled); use bf16")
         self.preservation_images = preservation_images
         self.transfer_images = transfer_images
         self.eval_sets = eval_sets or {}
@@ -262,10 +267,10 @@ class KiOPTrainer:
         args, accelerator = self.args, self.accelerator
         start = time.perf_counter()
         self._setup()
-        if resume_from_checkpoint:
-            self._load_checkpoint(None if resume_from_checkpoint is True else resume_from_checkpoint)
         if args.report_to:
             accelerator.init_trackers("kiop", config={k: v for k, v in args.to_dict().items() if not isinstance(v, (dict, list))})
+        if resume_from_checkpoint:  # after the trackers: restoring the random states must come last
+            self._load_checkpoint(None if resume_from_checkpoint is True else resume_from_checkpoint)
         total = args.rounds * args.kd_steps
         progress = tqdm(total=total, initial=self.round * args.kd_steps, disable=not accelerator.is_main_process, desc="KiOP")
         while self.round < args.rounds:
@@ -359,6 +364,7 @@ class KiOPTrainer:
             "sources": [[s["name"], s["name_or_path"], s["revision"]] for s in config.sources],
             "image_size": config.image_size,
             "ring_sizes": list(config.ring_sizes),
+            "num_processes": self.accelerator.num_processes,
         }
         return json.loads(json.dumps(identity | {name: getattr(args, name) for name in RUN_DEFINING}))
 
@@ -374,7 +380,7 @@ class KiOPTrainer:
             "prompt": {str(i): ring for i, ring in enumerate(self.model.prompt.rings)},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "random": random_states(),
+            "random": random_states(self.accelerator.device),
             # synthetic banks only: real images are read again from their source
             "bank": {name: self.banks[name].state_dict() for name in self.synthesizers},
             "synthesizer": {name: synthesizer.state_dict() for name, synthesizer in self.synthesizers.items()},
@@ -382,11 +388,25 @@ class KiOPTrainer:
         write_checkpoint(self.args.output_dir, self._next_checkpoint, state, self.accelerator, self.args.save_total_limit)
         self._next_checkpoint += 1
 
+    def _stretch_schedule(self, total_steps: int) -> None:
+        """Continue the cosine decay as if the run had always had ``total_steps`` (the scheduler's recursive form
+        would stay at its last rate, 0 at the end of a finished run)."""
+        scheduler = self.scheduler
+        scheduler.T_max = total_steps
+        step = min(scheduler.last_epoch, total_steps)
+        rates = [scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * step / total_steps)) / 2
+                 for base in scheduler.base_lrs]  # fmt: skip
+        for group, rate in zip(self.optimizer.param_groups, rates):
+            group["lr"] = rate
+        scheduler._last_lr = rates
+
     def _load_checkpoint(self, folder: str | None) -> None:
         folder = Path(folder) if folder else latest_checkpoint(self.args.output_dir)
         if folder is None:
             raise FileNotFoundError(f"no checkpoint to resume from under {Path(self.args.output_dir) / CHECKPOINTS}")
         state = read_checkpoint(folder, self.accelerator.process_index)
+        if "run" not in state or "fingerprint" not in state["run"]:
+            raise ValueError(f"{folder} was written by an earlier kiop_hf (accelerate's pickled format) and cannot be resumed")
         run = state["run"]
         check_fingerprint(run["fingerprint"], self._fingerprint(), folder, self.args.resume_overrides)
         self.round, self.history = run["round"], run["history"]
@@ -400,13 +420,14 @@ class KiOPTrainer:
             {"state": {int(k): v for k, v in optimizer.get("state", {}).items()}, "param_groups": optimizer["param_groups"]}
         )
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scheduler.T_max = self.args.rounds * self.args.kd_steps  # a resume may change the number of rounds
+        if self.scheduler.T_max != self.args.rounds * self.args.kd_steps:  # resume_overrides: a new number of rounds
+            self._stretch_schedule(self.args.rounds * self.args.kd_steps)
         device = self.accelerator.device
         for name, synthesizer in self.synthesizers.items():
             self.banks[name].load_state_dict(_to_device(state.get("bank", {}).get(name, {}), device))
             if state.get("synthesizer", {}).get(name):
                 synthesizer.load_state_dict(_to_device(state["synthesizer"][name], device))
-        set_random_states(state["random"])  # last: nothing after it may draw before the next round
+        set_random_states(state["random"], self.accelerator.device)  # last: nothing after it may draw before the next round
 
 
 def _per_source(images, sources: dict, mode: str) -> dict:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
 PRESERVATION_MODES = ("BF", "B", "none")
 TRANSFER_MODES = ("synthetic", "unlabelled", "mixed")
 LABEL_MAPPINGS = ("random", "frequency")
-MIXED_PRECISION = (None, "no", "bf16", "fp16")
+MIXED_PRECISION = (None, "no", "bf16")  # fp16 would need loss scaling of the prompt's gradients
 SYNTHESIS_METHODS = ("cmi", "fast", "deepinversion")
 RESUME_OVERRIDABLE = ("rounds",)
 # (name, smallest value, None allowed)
@@ -22,12 +23,13 @@ INTEGERS = (
 NUMBERS = (
     ("learning_rate", True), ("weight_decay", False), ("temperature", True), ("preservation_weight", False),
     ("synthesis_lr", True), ("bn_weight", False), ("oh_weight", False), ("adv_weight", False), ("cr_weight", False),
-    ("cr_temperature", True), ("latent_lr", True), ("meta_step", True), ("bn_momentum", False),
+    ("cr_temperature", True), ("latent_lr", True), ("meta_step", True), ("bn_momentum", False), ("recent_share", False),
+    ("momentum", False),
 )  # fmt: skip
 
 
 def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -97,7 +99,7 @@ class KiOPTrainingArguments:
     logging_steps: int = 50
     report_to: list[str] = field(default_factory=list)
     use_cpu: bool = False
-    # "no", "bf16" or "fp16": autocast for the frozen models' passes and the generator (the prompt's parameters
+    # "no" or "bf16": autocast for the frozen models' passes and the generator (the prompt's parameters
     # and optimizer stay fp32); None takes accelerate's setting (`accelerate launch --mixed_precision bf16`).
     mixed_precision: str | None = None
     # Arguments a resumed run may change against its checkpoint (every other one must match): only "rounds", to
@@ -121,8 +123,9 @@ class KiOPTrainingArguments:
             value = getattr(self, name)
             if value is None and optional:
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}")
+            setattr(self, name, int(value))  # NumPy integers become plain ints (JSON, checkpoints)
         for name, positive in NUMBERS:
             value = getattr(self, name)
             if value is None and name == "cr_weight":
@@ -136,7 +139,7 @@ class KiOPTrainingArguments:
         synthesises = self.transfer_data != "unlabelled" or self.preservation == "BF"
         if synthesises and self.synthesis_steps < 1:
             raise ValueError(f"synthesis_steps must be at least 1 when a model is inverted, got {self.synthesis_steps}")
-        if not set(self.resume_overrides) <= set(RESUME_OVERRIDABLE):
+        if not isinstance(self.resume_overrides, list) or not set(self.resume_overrides) <= set(RESUME_OVERRIDABLE):
             raise ValueError(f"resume_overrides may name only {list(RESUME_OVERRIDABLE)}, got {self.resume_overrides}")
         for task, weight in (self.source_weights or {}).items():
             if not _finite_number(weight) or weight < 0:

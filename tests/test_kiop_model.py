@@ -162,3 +162,23 @@ def test_a_save_killed_at_any_instant_leaves_the_old_prompt_or_the_new_one(promp
         assert value in (1.0, 2.0) and torch.all(loaded.rings[0] == value), "a mix of two saves"
         assert loaded.config.data_regime == {"version": str(int(value))}, "config of one save, weights of another"
         assert not (folder / ".kiop-committing").exists()
+
+
+def test_a_new_save_removes_an_earlier_saves_files_and_keeps_everything_else(prompted, tmp_path):
+    for leftover in ("samples_old_task.png", "results.json", "class_vectors.safetensors", "notes.txt"):
+        (tmp_path / leftover).write_text("from an earlier run")
+    prompted.save_pretrained(tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.json", "model.safetensors", "README.md", "prompt.png", "notes.txt"} <= names
+    assert not names & {"samples_old_task.png", "results.json", "class_vectors.safetensors"}
+
+
+def test_numpy_and_torch_integers_are_accepted_as_sizes_and_label_maps(prompted):
+    import numpy as np
+
+    from kiop_hf import KiOPPromptConfig
+
+    source = {"name": "a", "class_names": ["x", "y"], "label_map": np.array([3, 4])}
+    config = KiOPPromptConfig(image_size=np.int64(32), ring_sizes=(torch.tensor(36), 40), target_num_labels=np.int32(12), sources=[source])
+    assert config.image_size == 32 and type(config.image_size) is int and config.ring_sizes == [36, 40]
+    assert config.sources[0]["label_map"] == [3, 4] and all(type(i) is int for i in config.sources[0]["label_map"])

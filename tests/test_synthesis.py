@@ -155,3 +155,28 @@ def test_a_bounded_bank_is_a_ring_buffer_and_draws_a_share_from_its_newest_batch
     assert len(unbounded) == 15 and unbounded.images[:, 0, 0, 0].tolist() == [i for i in range(5) for _ in range(3)]
     with pytest.raises(ValueError, match="max_size must be at least 1"):
         DataBank(max_size=0)
+
+
+def test_fast_state_of_a_model_without_batchnorm_survives_a_checkpoint_round_trip():
+    """No BatchNorm: no BN averages, an empty part of the state that a checkpoint's flat layout drops."""
+    import timm
+
+    from kiop_hf.checkpointing import join_state, split_state
+
+    torch.manual_seed(0)
+    model = load_classifier(timm.create_model("test_vit", num_classes=5, img_size=32), image_size=32, mean=[0.5] * 3, std=[0.5] * 3)
+    synthesizer = make_synthesizer("fast", model, batch_size=4, steps=1)
+    synthesizer.synthesize(student_of(model))
+    tensors, values = split_state(synthesizer.state_dict())
+    again = make_synthesizer("fast", model, batch_size=4, steps=1)
+    again.load_state_dict(join_state(tensors | values))
+    assert again.rounds_done == 1 and torch.equal(again.meta_latent, synthesizer.meta_latent)
+
+
+def test_fast_labels_rotate_over_rounds_when_the_batch_cannot_hold_every_class(gray_source):
+    synthesizer = make_synthesizer("fast", gray_source, batch_size=4, steps=1)
+    seen = []
+    for _ in range(3):
+        seen.append(synthesizer._round_labels(torch.device("cpu")).tolist())
+        synthesizer.synthesize(student_of(gray_source))
+    assert seen == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]

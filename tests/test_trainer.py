@@ -182,7 +182,7 @@ def test_mixed_precision_autocasts_the_frozen_passes_and_keeps_the_prompt_in_fp3
     assert trainer.banks["gray"].images.dtype == torch.float32
     assert all(torch.isfinite(torch.tensor(v)) for v in trainer.history[-1].values())
     with pytest.raises(ValueError, match="mixed_precision must be one of"):
-        KiOPTrainingArguments(output_dir=str(tmp_path), mixed_precision="fp8")
+        KiOPTrainingArguments(output_dir=str(tmp_path), mixed_precision="fp16")  # its gradients would need scaling
 
 
 RUN_SCRIPT = textwrap.dedent(
@@ -286,8 +286,11 @@ def test_resuming_a_run_folder_runs_no_pickle_and_refuses_another_run(transforme
     with pytest.raises(ValueError, match=r"rounds: checkpoint 1, now 2\); resume with the same settings"):
         tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=2).train(resume_from_checkpoint=True)
     longer = tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=2, resume_overrides=["rounds"])
-    longer.train(resume_from_checkpoint=True)  # extending a run is allowed when asked for
+    finished = [ring.detach().clone() for ring in trainer.model.prompt.rings]
+    longer.train(resume_from_checkpoint=True)  # extending a finished run is allowed when asked for
     assert [logs["round"] for logs in longer.history] == [1, 2]
+    assert longer.scheduler.get_last_lr()[0] == 0.0 and longer.history[-1]["kd/total"] > 0
+    assert not torch.equal(longer.model.prompt.rings[0], finished[0])  # the extension trained: its rate was not 0
     shutil.copytree(folder, tmp_path / "corrupt")
     (tmp_path / "corrupt" / "run_state_0.json").write_text('{"run/round": 1, "run/hist')
     with pytest.raises(ValueError, match="run_state_0.json is not valid JSON"):

@@ -23,8 +23,9 @@ class FastSynthesizer(CMISynthesizer):
     (fast - meta)). The BN prior compares the running statistics with a momentum average of batch statistics
     across rounds (``bn_momentum``), so a short adaptation does not over-fit one batch's statistics.
 
-    Each slot of the batch keeps one class (balanced over the classes), so its meta latent code learns where that
-    class starts; fresh noise around it keeps every round's batch new. Generators, latent codes and the inner
+    Each slot of the batch keeps one class (balanced over the classes; with more classes than the batch holds,
+    they rotate over rounds), so its meta latent code learns where that class starts; fresh noise around it keeps
+    every round's batch new. Generators, latent codes and the inner
     optimizer are allocated once and reset in place each round, so a round costs its steps and nothing more.
     """
 
@@ -49,6 +50,7 @@ class FastSynthesizer(CMISynthesizer):
         self.meta_step = meta_step
         self.statistics.momentum = bn_momentum
         self.meta_generator: Generator | None = None
+        self.rounds_done = 0
 
     def _allocate(self, device: torch.device, loading: bool = False) -> None:
         """Meta and fast generators, latent codes and the inner optimizer, once per run."""
@@ -80,7 +82,10 @@ class FastSynthesizer(CMISynthesizer):
         return self.optimizer
 
     def _round_labels(self, device):
-        return torch.arange(self.batch_size, device=device) % self.model.num_labels
+        """Every class in every round when the batch holds them all; otherwise the classes rotate over rounds."""
+        classes = self.model.num_labels
+        offset = (self.rounds_done * self.batch_size) % classes if classes > self.batch_size else 0
+        return (offset + torch.arange(self.batch_size, device=device)) % classes
 
     def _end_round(self, best):
         with torch.no_grad():  # Reptile: the meta weights take a step towards the adapted ones
@@ -91,6 +96,7 @@ class FastSynthesizer(CMISynthesizer):
                     meta.copy_(fast)
             self.meta_latent.add_(self.z - self.meta_latent - self.noise, alpha=self.meta_step)
         self.statistics.commit()
+        self.rounds_done += 1
         super()._end_round(best)
 
     def state_dict(self):
@@ -100,6 +106,7 @@ class FastSynthesizer(CMISynthesizer):
                 "meta_generator": self.meta_generator.state_dict(),
                 "meta_latent": self.meta_latent.clone(),
                 "statistics": self.statistics.state_dict(),
+                "rounds_done": self.rounds_done,
             }
         return state
 
@@ -109,4 +116,5 @@ class FastSynthesizer(CMISynthesizer):
             self._allocate(self.model.mean.device, loading=True)
             self.meta_generator.load_state_dict(state["meta_generator"])
             self.meta_latent.copy_(state["meta_latent"])
-            self.statistics.load_state_dict(state["statistics"])
+            self.statistics.load_state_dict(state.get("statistics", {}))  # empty for a model without BatchNorm
+            self.rounds_done = int(state.get("rounds_done", 0))

@@ -115,6 +115,11 @@ class Synthesizer(ABC):
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if best is None:
+            raise FloatingPointError(
+                f"synthesis of {type(self).__name__} diverged: every step's loss was NaN ({self.steps} steps); lower "
+                "the synthesis learning rate or turn mixed precision off"
+            )
         self.last_losses = {name: float(torch.as_tensor(value).detach()) for name, value in losses.items()}
         self.last_losses["total"] = best_loss
         self.statistics.clear()
