@@ -55,7 +55,7 @@ def main():
             synthesizer = make_synthesizer(method, inverted, **kwargs)
             synthesizer.synthesize(partial(trainer.prompted, name))  # warm-up: allocations, a filled memory bank
             for precision, context in precisions.items():
-                label = f"{method} round ({kwargs['steps']} steps), inverting {name}, {precision}"
+                label = f"{method} round ({kwargs['synthesis_steps']} steps), inverting {name}, {precision}"
                 jobs[label] = partial(_under, context, synthesizer.synthesize, partial(trainer.prompted, name))
     for precision, context in precisions.items():
         jobs[f"knowledge-storing step, {precision}"] = partial(_under, context, trainer.knowledge_storing_step)

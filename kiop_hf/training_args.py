@@ -73,7 +73,7 @@ class KiOPTrainingArguments:
     # Synthesis: "cmi" (KiOP's), "fast" (FastDFKD: a meta-learned generator adapted for a few steps per round,
     # cheap enough for many more rounds) or "deepinversion" (pixels optimised directly).
     synthesizer: str = "cmi"
-    synthesis_lr: float = 0.01
+    synthesis_lr: float | None = None
     bn_weight: float = 1.0
     oh_weight: float = 1.0
     adv_weight: float = 0.5
@@ -128,7 +128,7 @@ class KiOPTrainingArguments:
             setattr(self, name, int(value))  # NumPy integers become plain ints (JSON, checkpoints)
         for name, positive in NUMBERS:
             value = getattr(self, name)
-            if value is None and name == "cr_weight":
+            if value is None and name in ("cr_weight", "synthesis_lr"):
                 continue
             if not _finite_number(value) or value < 0 or (positive and value == 0):
                 raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
@@ -146,23 +146,11 @@ class KiOPTrainingArguments:
                 raise ValueError(f"source_weights[{task!r}] must be a finite number >= 0, got {weight!r}")
 
     def synthesizer_kwargs(self) -> dict:
-        """Keyword arguments for ``make_synthesizer`` (method-specific ones only where the method takes them)."""
-        common = {
-            "batch_size": self.batch_size,
-            "steps": self.synthesis_steps,
-            "bn_weight": self.bn_weight,
-            "oh_weight": self.oh_weight,
-            "adv_weight": self.adv_weight,
-        }
-        if self.synthesizer == "deepinversion":
-            return common
-        contrastive = {"temperature": self.cr_temperature, "bank_size": self.memory_bank_size,
-                       "num_negatives": self.num_negatives, "head_dim": self.head_dim, "lr": self.synthesis_lr}  # fmt: skip
-        if self.cr_weight is not None:
-            contrastive["cr_weight"] = self.cr_weight
-        if self.synthesizer == "fast":
-            return common | contrastive | {"latent_lr": self.latent_lr, "meta_step": self.meta_step, "bn_momentum": self.bn_momentum}
-        return common | contrastive | {"reset_generator": self.reset_generator}
+        """The arguments the chosen synthesizer's constructor takes, under the same names (None: its default)."""
+        from .synthesis import synthesizer_parameters
+
+        return {name: getattr(self, name) for name in sorted(synthesizer_parameters(self.synthesizer))
+                if hasattr(self, name) and getattr(self, name) is not None}  # fmt: skip
 
     def to_dict(self) -> dict:
         """The arguments without secrets (the Hub token), for trackers and logs."""

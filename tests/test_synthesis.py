@@ -6,7 +6,7 @@ import torch
 from kiop_hf import load_classifier
 from kiop_hf.synthesis import DataBank, make_synthesizer
 
-SMALL = dict(batch_size=6, steps=3, bank_size=32, num_negatives=4, head_dim=8)
+SMALL = dict(batch_size=6, synthesis_steps=3, memory_bank_size=32, num_negatives=4, head_dim=8)
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_a_cmi_round_returns_its_best_batch_and_can_keep_its_generator(gray_sour
 
 
 def test_deepinversion_optimises_pixels_with_a_tv_prior_and_no_contrastive_term(gray_source):
-    synthesizer = make_synthesizer("deepinversion", gray_source, batch_size=6, steps=3)
+    synthesizer = make_synthesizer("deepinversion", gray_source, batch_size=6, synthesis_steps=3)
     assert synthesizer.active_terms == ["bn", "oh", "adv", "tv"]
     images = synthesizer.synthesize(student_of(gray_source))
     assert images.shape == (6, 1, 32, 32)
@@ -78,7 +78,7 @@ def test_models_without_batchnorm_keep_the_contrastive_term_on_their_layernorm_i
 
 
 def test_a_fast_round_adapts_meta_weights_in_a_few_steps_and_moves_them_towards_the_adapted_ones(gray_source):
-    synthesizer = make_synthesizer("fast", gray_source, batch_size=10, steps=2, meta_step=0.5)
+    synthesizer = make_synthesizer("fast", gray_source, batch_size=10, synthesis_steps=2, meta_step=0.5)
     assert synthesizer.active_terms == ["bn", "oh", "adv"]  # the contrastive term is optional, off by default
     torch.manual_seed(0)
     images = synthesizer.synthesize(student_of(gray_source))
@@ -97,7 +97,7 @@ def test_a_fast_round_adapts_meta_weights_in_a_few_steps_and_moves_them_towards_
     assert len(synthesizer.statistics.averages) == len(synthesizer.statistics)  # BN momentum averages committed
 
     # what persists (meta generator, meta latent, BN averages) restores a synthesizer that continues identically
-    again = make_synthesizer("fast", gray_source, batch_size=10, steps=2, meta_step=0.5)
+    again = make_synthesizer("fast", gray_source, batch_size=10, synthesis_steps=2, meta_step=0.5)
     again.load_state_dict(synthesizer.state_dict())
     torch.manual_seed(1)
     expected = synthesizer.synthesize(student_of(gray_source))
@@ -113,9 +113,9 @@ def test_fast_settings_out_of_range_are_refused(gray_source):
 
 
 def test_the_bn_prior_with_momentum_blends_the_batch_with_earlier_rounds(gray_source):
-    from kiop_hf.synthesis.priors import BatchNormStatistics
+    from kiop_hf.synthesis.priors import NormLayerInputs
 
-    statistics = BatchNormStatistics(gray_source.model, momentum=0.9)
+    statistics = NormLayerInputs(gray_source.model, momentum=0.9)
     first, second = torch.rand(8, 1, 32, 32), torch.rand(8, 1, 32, 32) * 0.2
     with statistics, torch.no_grad():
         gray_source(first)
@@ -124,7 +124,7 @@ def test_the_bn_prior_with_momentum_blends_the_batch_with_earlier_rounds(gray_so
         statistics.clear()
         gray_source(second)
         blended = statistics.loss()
-    reference = BatchNormStatistics(gray_source.model)
+    reference = NormLayerInputs(gray_source.model)
     with reference, torch.no_grad():
         gray_source(second)
         alone = reference.loss()
@@ -165,16 +165,16 @@ def test_fast_state_of_a_model_without_batchnorm_survives_a_checkpoint_round_tri
 
     torch.manual_seed(0)
     model = load_classifier(timm.create_model("test_vit", num_classes=5, img_size=32), image_size=32, mean=[0.5] * 3, std=[0.5] * 3)
-    synthesizer = make_synthesizer("fast", model, batch_size=4, steps=1)
+    synthesizer = make_synthesizer("fast", model, batch_size=4, synthesis_steps=1)
     synthesizer.synthesize(student_of(model))
     tensors, values = split_state(synthesizer.state_dict())
-    again = make_synthesizer("fast", model, batch_size=4, steps=1)
+    again = make_synthesizer("fast", model, batch_size=4, synthesis_steps=1)
     again.load_state_dict(join_state(tensors | values))
     assert again.rounds_done == 1 and torch.equal(again.meta_latent, synthesizer.meta_latent)
 
 
 def test_fast_labels_rotate_over_rounds_when_the_batch_cannot_hold_every_class(gray_source):
-    synthesizer = make_synthesizer("fast", gray_source, batch_size=4, steps=1)
+    synthesizer = make_synthesizer("fast", gray_source, batch_size=4, synthesis_steps=1)
     seen = []
     for _ in range(3):
         seen.append(synthesizer._round_labels(torch.device("cpu")).tolist())

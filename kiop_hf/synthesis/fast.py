@@ -8,7 +8,8 @@ import torch
 
 from ..classifiers import FrozenClassifier
 from .generator import Generator, empty_generator
-from .synthesizers import ADAM_BETAS, CMISynthesizer
+from .base import ADAM_BETAS
+from .cmi import CMISynthesizer
 
 
 class FastSynthesizer(CMISynthesizer):
@@ -16,7 +17,7 @@ class FastSynthesizer(CMISynthesizer):
 
     CMI spends hundreds of generator steps per round, although the batches of one model share most of their
     features. FastDFKD instead keeps a *meta* generator and a meta latent code, an initialisation that reaches a
-    new batch in a few steps: each round copies them into fast weights, adapts those for ``steps`` (2-10) steps of
+    new batch in a few steps: each round copies them into fast weights, adapts those for ``synthesis_steps`` (2-10) steps of
     CMI's terms (BN-statistics prior, class term, adversarial term against the prompt, and the contrastive term
     if ``cr_weight`` > 0; off by default, it is the costliest part of a CMI step), keeps the round's best batch,
     then moves the meta weights towards the adapted ones (first-order Reptile: meta += ``meta_step`` x
@@ -29,19 +30,21 @@ class FastSynthesizer(CMISynthesizer):
     optimizer are allocated once and reset in place each round, so a round costs its steps and nothing more.
     """
 
+    fixed_parameters = frozenset({"reset_generator"})  # the meta generator always persists
+
     def __init__(
         self,
         model: FrozenClassifier,
         *,
-        steps: int = 5,
-        lr: float = 0.01,
+        synthesis_steps: int = 5,
+        synthesis_lr: float = 0.01,
         latent_lr: float = 0.05,
         meta_step: float = 0.5,
         bn_momentum: float = 0.9,
         cr_weight: float = 0.0,
         **kwargs,
     ):
-        super().__init__(model, steps=steps, lr=lr, cr_weight=cr_weight, reset_generator=False, **kwargs)
+        super().__init__(model, synthesis_steps=synthesis_steps, synthesis_lr=synthesis_lr, cr_weight=cr_weight, reset_generator=False, **kwargs)
         if not 0 < meta_step <= 1:
             raise ValueError(f"meta_step must be in (0, 1], got {meta_step}")
         if not 0 <= bn_momentum < 1:
@@ -63,7 +66,7 @@ class FastSynthesizer(CMISynthesizer):
         self.meta_latent = torch.zeros(self.batch_size, self.latent_dim, device=device)
         self.noise = torch.zeros_like(self.meta_latent)
         self.z = torch.zeros_like(self.meta_latent, requires_grad=True)
-        groups = [{"params": self.generator.parameters(), "lr": self.lr}, {"params": [self.z], "lr": self.latent_lr}]
+        groups = [{"params": self.generator.parameters(), "lr": self.synthesis_lr}, {"params": [self.z], "lr": self.latent_lr}]
         if self.contrastive:
             groups.append({"params": self.head.parameters(), "lr": self.head_lr})
         self.optimizer = torch.optim.Adam(groups, betas=ADAM_BETAS)

@@ -1,13 +1,12 @@
-"""What an inverted model itself tells about its training data: BatchNorm statistics and per-layer features."""
+"""What an inverted model itself tells about its training data: the inputs of its normalisation layers."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
-class BatchNormStatistics:
+class NormLayerInputs:
     """Records the inputs of a frozen model's normalisation layers, while used as a context manager.
 
     After a forward pass inside ``with statistics:``, ``loss()`` is the DeepInversion prior (distance of the batch
@@ -35,7 +34,7 @@ class BatchNormStatistics:
     def __len__(self) -> int:
         return len(self.layers)
 
-    def __enter__(self) -> BatchNormStatistics:
+    def __enter__(self) -> NormLayerInputs:
         self._handles = [layer.register_forward_hook(self._record) for layer in self.feature_layers]
         return self
 
@@ -105,52 +104,3 @@ def _per_sample_mean(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return x
     channels_last = isinstance(layer, nn.LayerNorm) and x.shape[-1] == _width(layer)
     return x.flatten(1, -2).mean(dim=1) if channels_last else x.flatten(2).mean(dim=2)
-
-
-class ProjectionHead(nn.Module):
-    """Two-layer MLP onto the unit sphere, where CMI's instance discrimination happens."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 256):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x), dim=1)
-
-
-class MemoryBank:
-    """A fixed-size ring buffer of earlier samples' (local, global) features: the contrastive term's negatives."""
-
-    def __init__(self, size: int, dim: int):
-        self.features = torch.zeros(size, dim)
-        self.count = 0  # rows written so far (the buffer is full once count >= size)
-
-    def add(self, features: torch.Tensor) -> None:
-        features = features.detach().to(self.features)[-len(self.features) :]
-        rows = (self.count + torch.arange(len(features))) % len(self.features)
-        self.features[rows] = features
-        self.count += len(features)
-
-    def sample(self, n: int) -> torch.Tensor:
-        filled = min(self.count, len(self.features))
-        if filled == 0:
-            return self.features[:0]
-        return self.features[torch.randperm(filled)[:n]]
-
-    def state_dict(self) -> dict:
-        return {"features": self.features.clone(), "count": self.count}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.features, self.count = state["features"].clone(), int(state["count"])
-
-
-def contrastive_loss(
-    head: ProjectionHead, local: torch.Tensor, global_: torch.Tensor, negatives: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Instance discrimination: each sample's local view must pick its own global view among the batch and the bank."""
-    bank_local, bank_global = negatives.to(local).chunk(2, dim=1)
-    projected = head(torch.cat([local, bank_local, global_, bank_global]))
-    projected_local, projected_global = projected.chunk(2)
-    logits = projected_local @ projected_global.detach().T / temperature
-    labels = torch.arange(len(logits), device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
