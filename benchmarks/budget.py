@@ -23,7 +23,9 @@ import json
 import statistics
 from pathlib import Path
 
-from quality import Bench, training_override
+from quality import Bench
+
+from kiop_hf.cli import training_override
 
 from kiop_hf.pipeline import SCHEDULES
 from kiop_hf.zoo.build import DEFAULT_ROOT

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from kiop_hf import KiOPModel, load_classifier
+from kiop_hf.cli import training_override
 from kiop_hf.configuration_kiop import TARGET_TASK
 from kiop_hf.data import dataset_tensors, to_unit_range
 from kiop_hf.evaluation import evaluate_tasks, predict
@@ -83,17 +84,6 @@ def parse_args():
         if getattr(args, name) is None:
             setattr(args, name, SCHEDULES[args.schedule][name])
     return args
-
-
-def training_override(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` with VALUE read as JSON where it parses (numbers, booleans), else as a string."""
-    key, sep, value = text.partition("=")
-    if not sep or key not in KiOPTrainingArguments.__dataclass_fields__:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a KiOPTrainingArguments field, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
 
 
 def file_bytes(path: Path) -> int:

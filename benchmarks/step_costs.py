@@ -44,7 +44,7 @@ def main():
     task = specs[DEFAULT_SOURCE].dataset
     model = KiOPModel.from_models(target, {task: source}, image_size=32, ring_sizes=[36, 64])
     trainer = KiOPTrainer(model, {task: source}, KiOPTrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=True, **CMI_SCHEDULE))
-    trainer._setup()
+    trainer.setup()
     trainer.synthesize()  # fill the banks once
 
     precisions = {"fp32": contextlib.nullcontext, "bf16": partial(torch.autocast, "cpu", dtype=torch.bfloat16)}

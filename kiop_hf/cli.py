@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from dataclasses import fields
+from pathlib import Path
 
-from .training_args import PRESERVATION_MODES, TRANSFER_MODES, KiOPTrainingArguments
+import yaml
+from transformers import HfArgumentParser
+
+from .pipeline import KiOPScriptArguments, _pairs
+from .training_args import KiOPTrainingArguments
 from .zoo.build import DEFAULT_ROOT, build_zoo
 
-# Training arguments exposed as flags (the rest keep their reference defaults).
-_TRAINING_FLAGS = (
-    "rounds", "synthesis_steps", "kd_steps", "batch_size", "seed", "learning_rate", "temperature", "synthesizer",
-    "preservation_weight", "save_every_rounds", "logging_steps", "eval_limit", "hub_model_id", "label_mapping",
-    "label_mapping_refresh_rounds", "bn_weight", "adv_weight", "oh_weight", "cr_weight", "data_bank_size",
-    "recent_share", "mixed_precision", "latent_lr", "meta_step", "bn_momentum",
-)  # fmt: skip
+TRAIN_HELP = (
+    "Train a prompt, evaluate, save, push. Without --target and --source it is the embedded default on the reference "
+    "zoo, whose schedule (kiop_hf.pipeline.DEFAULT_SCHEDULE) replaces the defaults shown below."
+)
 
 
 def _zoo(args: argparse.Namespace) -> None:
@@ -32,48 +36,66 @@ def _zoo(args: argparse.Namespace) -> None:
         )
 
 
-def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
-    pairs = {}
-    for value in values or []:
-        name, sep, path = value.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"{flag} expects NAME=MODEL_OR_PATH, got {value!r}")
-        if name in pairs:
-            raise SystemExit(f"{flag} names {name!r} twice ({pairs[name]!r} and {path!r}); give each name once")
-        pairs[name] = path
-    return pairs
+def _arguments_parser(dataclasses, **kwargs) -> HfArgumentParser:
+    parser = HfArgumentParser(dataclasses, **kwargs)
+    parser._option_string_actions["--source_weights"].type = str  # a JSON object, parsed by the arguments
+    return parser
 
 
-def _train(args: argparse.Namespace) -> None:
-    from .pipeline import DEFAULT_SCHEDULE, KiOPJob, run_kiop, with_zoo_defaults
+def train_parser() -> HfArgumentParser:
+    """``kiop-hf train``'s flags: every field of the script and training arguments, with its help."""
+    parser = _arguments_parser((KiOPScriptArguments, KiOPTrainingArguments), prog="kiop-hf train", description=TRAIN_HELP)
+    parser.add_argument("--config", help="a YAML or JSON file of the same arguments (flags given here override it)")
+    return parser
 
-    embedded = args.target is None and not args.source
-    if (args.target is None) != (not args.source):
-        raise SystemExit("give both --target and at least one --source, or neither for the embedded default")
-    overrides = {name: getattr(args, name) for name in _TRAINING_FLAGS if getattr(args, name) is not None}
-    training = KiOPTrainingArguments(
-        output_dir=args.output_dir,
-        preservation=args.preservation,
-        transfer_data=args.transfer_data,
-        push_to_hub=args.push_to_hub,
-        report_to=args.report_to or [],
-        use_cpu=args.cpu,
-        **((DEFAULT_SCHEDULE if embedded else {}) | overrides),
-    )
-    job = KiOPJob(
-        training=training,
-        target=args.target,
-        sources=_pairs(args.source, "--source"),
-        image_size=args.image_size,
-        ring_sizes=args.ring_sizes,
-        preservation_images=args.preservation_images,
-        transfer_images=args.transfer_images,
-        eval_sets=_pairs(args.eval, "--eval"),
-        resume_from_checkpoint=args.resume,
-    )
-    if embedded:
-        job = with_zoo_defaults(job, args.zoo_root)
-    run_kiop(job)
+
+def training_override(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` for one ``KiOPTrainingArguments`` field, the value typed and checked as ``kiop-hf train --KEY
+    VALUE`` would (the benchmarks' ``--set``)."""
+    key, sep, value = text.partition("=")
+    if not sep or key not in {f.name for f in fields(KiOPTrainingArguments)}:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a KiOPTrainingArguments field, got {text!r}")
+    namespace, _ = _arguments_parser(KiOPTrainingArguments).parse_known_args([f"--{key}", *value.split()])
+    return key, getattr(namespace, key)
+
+
+def parse_train_args(argv: list[str]) -> tuple[KiOPScriptArguments, KiOPTrainingArguments]:
+    """Arguments by precedence: the dataclass defaults, the embedded default's schedule (without models), a
+    ``--config`` file, then the flags."""
+    from .pipeline import DEFAULT_SCHEDULE
+
+    parser = train_parser()
+    config_path = parser.parse_known_args(argv)[0].config
+    config = _read_config(config_path) if config_path else {}
+    known = {f.name for f in fields(KiOPScriptArguments)} | {f.name for f in fields(KiOPTrainingArguments)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise SystemExit(f"{config_path} sets unknown arguments {unknown}; see kiop-hf train --help")
+    config = {k: [f"{n}={v}" for n, v in v.items()] if k in ("source", "eval") and isinstance(v, dict) else v
+              for k, v in config.items()}
+    parser.set_defaults(**config)
+    models = parser.parse_known_args(argv)[0]
+    if models.target is None and not models.source:
+        parser.set_defaults(**(DEFAULT_SCHEDULE | config))
+    try:
+        script, training, _ = parser.parse_args_into_dataclasses(argv)
+    except ValueError as error:  # an argument's own check: its name and what it takes
+        raise SystemExit(f"kiop-hf train: {error}") from None
+    return script, training
+
+
+def _read_config(path: str) -> dict:
+    text = Path(path).read_text()
+    config = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    if not isinstance(config, dict):
+        raise SystemExit(f"{path} must hold a mapping of argument names to values, got {type(config).__name__}")
+    return config
+
+
+def _train(argv: list[str]) -> None:
+    from .pipeline import run_kiop
+
+    run_kiop(*parse_train_args(argv))
 
 
 def _push(args: argparse.Namespace) -> None:
@@ -88,7 +110,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     from .modeling_kiop import KiOPModel
 
     model = KiOPModel.from_pretrained(args.prompt, revision=args.revision)
-    for key, value in evaluate_tasks(model, _pairs(args.eval, "--eval"), limit=args.eval_limit).items():
+    try:
+        eval_sets = _pairs(args.eval, "--eval")
+    except ValueError as error:
+        raise SystemExit(f"kiop-hf evaluate: {error}") from None
+    for key, value in evaluate_tasks(model, eval_sets, limit=args.eval_limit).items():
         print(f"{key:>28}: {value:.4f}")
 
 
@@ -99,32 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     zoo.add_argument("--root", default=str(DEFAULT_ROOT), help="folder of the zoo (default: %(default)s)")
     zoo.set_defaults(func=_zoo)
 
-    train = commands.add_parser(
-        "train", help="train a prompt (without --target/--source: the embedded zoo default), evaluate, save"
-    )
-    train.add_argument("--target", help="target model: Hub id or folder (transformers or timm)")
-    train.add_argument("--source", action="append", metavar="NAME=MODEL", help="a source task and its model (repeat)")
-    train.add_argument("--eval", action="append", metavar="TASK=DATASET", help="labelled test set of a task ('target' for its own)")
-    train.add_argument("--output-dir", default="outputs/kiop-prompt")
-    train.add_argument("--image-size", type=int, default=32)
-    train.add_argument("--ring-sizes", type=int, nargs="+", default=[36, 64])
-    train.add_argument("--preservation", choices=PRESERVATION_MODES, default="BF")
-    train.add_argument("--preservation-images", help="unlabelled target-domain images for --preservation B")
-    train.add_argument("--transfer-data", choices=TRANSFER_MODES, default="synthetic",
-                       help="read the sources' knowledge from synthetic data, real unlabelled images, or both")  # fmt: skip
-    train.add_argument("--transfer-images", help="unlabelled images of the sources' domain for --transfer-data")
-    train.add_argument("--push-to-hub", action="store_true", help="push the prompt and its card to --hub-model-id")
-    train.add_argument("--resume", action="store_true", help="resume from the last checkpoint in --output-dir")
-    train.add_argument("--report-to", nargs="*", help="accelerate trackers (tensorboard, wandb, ...)")
-    train.add_argument("--cpu", action="store_true", help="run on CPU even if a GPU is present")
-    train.add_argument("--zoo-root", default=str(DEFAULT_ROOT), help="zoo folder for the embedded default")
-    types = {f.name: f.type for f in fields(KiOPTrainingArguments)}
-    for name in _TRAINING_FLAGS:
-        kind = {"int": int, "float": float, "str": str, "int | None": int, "str | None": str,
-                "float | None": float}[str(types[name])]
-        train.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"KiOPTrainingArguments.{name}")
-    train.set_defaults(func=_train)
-
+    commands.add_parser("train", help=TRAIN_HELP.split(". ")[0].lower(), add_help=False)  # parsed by train_parser() from the dataclasses
     evaluate = commands.add_parser("evaluate", help="accuracy of a saved or published prompt on labelled test sets")
     evaluate.add_argument("prompt", help="prompt folder or Hub id")
     evaluate.add_argument("--revision", help="prompt revision (branch, tag or commit)")
@@ -138,6 +139,10 @@ def main(argv: list[str] | None = None) -> None:
     push.add_argument("--private", action="store_true", help="create the repo private")
     push.add_argument("--revision", help="branch to push to")
     push.set_defaults(func=_push)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:
+        _train(argv[1:])
+        return
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -9,8 +9,11 @@ from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi, hf_hub_download
 from huggingface_hub.errors import (
-    EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
-)  # fmt: skip
+    EntryNotFoundError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
 from .clip import CLASS_VECTORS_FILE
 from .configuration_kiop import KiOPPromptConfig
@@ -18,18 +21,23 @@ from .saving import PROMPT_FILES, PUBLISHED, finish_interrupted_save
 
 
 
-def push_prompt_folder(
+def create_prompt_repo(repo_id: str, *, private: bool | None = None, token: str | None = None) -> str:
+    """Create ``repo_id`` if needed and return it as ``namespace/name`` (a bare name goes to the logged-in user), so
+    a card can name the repo it will be loaded from."""
+    return HfApi(token=token).create_repo(repo_id, private=private, exist_ok=True).repo_id
+
+
+def upload_prompt_folder(
     folder: str | os.PathLike,
     repo_id: str,
     *,
     commit_message: str = "Upload KiOP prompt",
-    private: bool | None = None,
     token: str | None = None,
     revision: str | None = None,
     create_pr: bool = False,
 ) -> CommitInfo:
-    """Upload a saved prompt folder to ``repo_id``, creating the repo: only the files ``PUBLISHED`` names (prompt,
-    class vectors, card and its pictures, results) at the folder's top level."""
+    """Upload a saved prompt folder to the existing ``repo_id``: only the files ``PUBLISHED`` names (prompt, class
+    vectors, card and its pictures, results) at the folder's top level."""
     folder = Path(folder)
     finish_interrupted_save(folder)  # never publish half of a save that was killed while moving its files in
     missing = [name for name in PROMPT_FILES if not (folder / name).is_file()]
@@ -42,27 +50,31 @@ def push_prompt_folder(
             "(KiOPModel.save_pretrained / push_to_hub) so the class vectors are stored"
         )
     api = HfApi(token=token)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision not in (None, "main"):
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     return api.upload_folder(
-        repo_id=repo_id, folder_path=folder, commit_message=commit_message, revision=revision, create_pr=create_pr,
+        repo_id=repo_id,
+        folder_path=folder,
+        commit_message=commit_message,
+        revision=revision,
+        create_pr=create_pr,
         allow_patterns=PUBLISHED,
-    )  # fmt: skip
+    )
 
 
-def full_repo_id(repo_id: str, *, private: bool | None = None, token: str | None = None) -> str:
-    """``namespace/name`` for ``repo_id`` (a bare name goes to the logged-in user), creating the repo if needed,
-    so a card can name the repo it will be loaded from."""
-    return HfApi(token=token).create_repo(repo_id, private=private, exist_ok=True).repo_id
+def push_prompt_folder(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None, **kwargs) -> CommitInfo:
+    """Create ``repo_id`` if needed and upload the saved prompt ``folder`` (``kiop-hf push``); keyword arguments
+    as for ``upload_prompt_folder``."""
+    repo_id = create_prompt_repo(repo_id, private=private, token=kwargs.get("token"))
+    return upload_prompt_folder(folder, repo_id, **kwargs)
 
 
-def push_saved(model, repo_id: str, **kwargs) -> CommitInfo:
+def push_saved(model, repo_id: str, *, private: bool | None = None, **kwargs) -> CommitInfo:
     """Save ``model`` (a prompt, or a prompt with its target) with a card for ``repo_id`` and upload it."""
-    repo_id = full_repo_id(repo_id, private=kwargs.get("private"), token=kwargs.get("token"))
+    repo_id = create_prompt_repo(repo_id, private=private, token=kwargs.get("token"))
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, repo_id=repo_id)
-        return push_prompt_folder(folder, repo_id, **kwargs)
+        return upload_prompt_folder(folder, repo_id, **kwargs)
 
 
 def check_prompt_repo(name_or_path: str | os.PathLike, revision: str | None = None, **hub_kwargs) -> None:

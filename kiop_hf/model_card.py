@@ -203,6 +203,25 @@ def write_model_card(
     return path
 
 
+def training_card(trainer) -> dict:
+    """``write_model_card`` keywords for a training run: its arguments, history, results, the data it named, the
+    newest synthetic images of each source, and each synthesizer's loss terms."""
+    named = [trainer.preservation_images, *(trainer.transfer_images or {}).values(), *trainer.eval_sets.values()]
+    return {
+        "args": trainer.args,
+        "history": trainer.history,
+        "results": trainer.results,
+        "eval_sets": trainer.eval_sets,
+        "datasets": [str(data) for data in named if isinstance(data, (str, os.PathLike))],
+        "samples": {
+            name: trainer.banks[name].images[-32:].cpu()
+            for name in trainer.sources
+            if len(trainer.banks.get(name, ())) > 0
+        },
+        "synthesis_terms": {name: synthesizer.describe_terms() for name, synthesizer in trainer.synthesizers.items()},
+    }
+
+
 def _link(name) -> str | None:
     found = hub_id(name)
     return f"https://huggingface.co/{found}" if found else None

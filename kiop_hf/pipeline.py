@@ -1,7 +1,7 @@
-"""The main job as one straight line: load models, synthesize and store knowledge, evaluate, save.
+"""The main job as one straight line: load models, train (synthesize <-> store knowledge), evaluate, save, push.
 
-Used by ``kiop-hf train`` and ``examples/train_kiop.py``; without model arguments it runs the embedded default
-on the reference zoo (built on first use).
+Used by ``kiop-hf train`` and ``examples/train_kiop.py``, as TRL's scripts end with train -> save -> push; without
+model arguments it runs the embedded default on the reference zoo (built on first use).
 """
 
 from __future__ import annotations
@@ -13,78 +13,143 @@ from .classifiers import load_classifier
 from .modeling_kiop import KiOPModel
 from .trainer import KiOPTrainer
 from .training_args import KiOPTrainingArguments
+from .zoo.build import DEFAULT_ROOT
 
 # The embedded default: one zoo source into the zoo target, data-free, sized for a few minutes on 2 CPU cores.
 # Against the reference schedule it runs far fewer prompt updates, so it raises the prompt's learning rate (at the
-# reference 0.8 the ring pixels barely leave grey) and weighs the BatchNorm prior down (on the zoo models it
-# otherwise drowns the class term). It synthesises with the fast synthesizer: many short rounds, each a few steps
-# from a meta-learned generator, which feed a far larger bank than CMI can in the same time (benchmarks/budget.py).
+# reference 0.8 the ring pixels barely leave grey). It synthesises with the fast synthesizer: many short rounds,
+# each a few steps from a meta-learned generator, which feed a far larger bank than CMI can in the same time
+# (benchmarks/budget.py).
 DEFAULT_SOURCE = "fashion-mnist-resnet"
 DEFAULT_TARGET = "letters-resnet10t"
 DEFAULT_SCHEDULE = dict(
-    synthesizer="fast", rounds=40, synthesis_steps=5, kd_steps=10, batch_size=64, learning_rate=8.0, bn_weight=1.0,
-)  # fmt: skip
-# The embedded default before the fast synthesizer: 10 CMI rounds of 30 steps, the generator kept across rounds.
+    synthesizer="fast", rounds=40, synthesis_steps=5, kd_steps=10, batch_size=64, learning_rate=8.0, bn_weight=1.0
+)
+# The embedded default before the fast synthesizer: 10 CMI rounds of 30 steps, the generator kept across rounds, the
+# BatchNorm prior weighed down (on the zoo models it otherwise drowns the class term).
 CMI_SCHEDULE = dict(
-    synthesizer="cmi", rounds=10, synthesis_steps=30, kd_steps=40, batch_size=64, learning_rate=8.0,
-    memory_bank_size=4096, num_negatives=1024, bn_weight=0.1, reset_generator=False,
-)  # fmt: skip
+    synthesizer="cmi",
+    rounds=10,
+    synthesis_steps=30,
+    kd_steps=40,
+    batch_size=64,
+    learning_rate=8.0,
+    memory_bank_size=4096,
+    num_negatives=1024,
+    bn_weight=0.1,
+    reset_generator=False,
+)
 SCHEDULES = {"fast": DEFAULT_SCHEDULE, "cmi": CMI_SCHEDULE}
 
 
-@dataclass
-class KiOPJob:
-    """What to connect and where to evaluate; ``training`` holds the run's ``KiOPTrainingArguments``.
+def _help(text: str, **metadata) -> dict:
+    return {"help": text, **metadata}
 
-    ``sources`` maps task names to model ids/folders; ``eval_sets`` maps task names (``"target"`` for the
-    target's own task) to labelled test sets (datasets, saved dataset folders, image folders or Hub ids).
+
+@dataclass
+class KiOPScriptArguments:
+    """What the job connects: the target, the sources and their data, the rings, and where to evaluate.
+
+    ``source`` and ``eval`` take ``NAME=MODEL_OR_PATH`` pairs (a flag given several times, or several values after
+    one flag; a dict in a config file). Without ``target`` and ``source`` the job is the embedded default.
     """
 
-    training: KiOPTrainingArguments
-    target: str | None = None
-    sources: dict[str, str] = field(default_factory=dict)
-    image_size: int = 32
-    ring_sizes: list[int] = field(default_factory=lambda: [36, 64])
-    preservation_images: str | None = None
-    transfer_images: str | dict[str, str] | None = None
-    eval_sets: dict[str, str] = field(default_factory=dict)
-    resume_from_checkpoint: bool | str = False
+    target: str | None = field(default=None, metadata=_help("Target model: Hub id or folder (transformers or timm)."))
+    source: list[str] = field(
+        default_factory=list,
+        metadata=_help("Source tasks and their models, as NAME=MODEL (repeat the flag).", action="append"),
+    )
+    eval: list[str] = field(
+        default_factory=list,
+        metadata=_help("Labelled test sets, as TASK=DATASET ('target' for its own task).", action="append"),
+    )
+    image_size: int = field(default=32, metadata=_help("Side of the prompt's input (the core)."))
+    ring_sizes: list[int] = field(default_factory=lambda: [36, 64], metadata=_help("Outer side of each ring."))
+    preservation_images: str | None = field(
+        default=None, metadata=_help("Unlabelled target-domain images for preservation B (dataset, folder or Hub id).")
+    )
+    transfer_images: str | None = field(
+        default=None, metadata=_help("Unlabelled images of the sources' domain for transfer_data unlabelled/mixed.")
+    )
+    resume: bool = field(default=False, metadata=_help("Resume from the last checkpoint in output_dir."))
+    zoo_root: str = field(default=str(DEFAULT_ROOT), metadata=_help("Zoo folder of the embedded default."))
+
+    def __post_init__(self):
+        self.source = _pairs(self.source, "--source")
+        self.eval = _pairs(self.eval, "--eval")
+        if (self.target is None) != (not self.source):
+            raise ValueError("give both --target and at least one --source, or neither for the embedded default")
+
+    @property
+    def embedded(self) -> bool:
+        return self.target is None
 
 
-def with_zoo_defaults(job: KiOPJob, zoo_root: str | Path | None = None, log=print) -> KiOPJob:
+def _pairs(values, flag: str) -> dict[str, str]:
+    """``NAME=VALUE`` strings (flattened from repeated flags) or a dict from a config file, as a dict."""
+    if isinstance(values, dict):
+        return {str(name): str(value) for name, value in values.items()}
+    flat = [v for value in values for v in ([value] if isinstance(value, str) else value)]
+    pairs = {}
+    for value in flat:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{flag} expects NAME=MODEL_OR_PATH, got {value!r}")
+        if name in pairs:
+            raise ValueError(f"{flag} names {name!r} twice ({pairs[name]!r} and {path!r}); give each name once")
+        pairs[name] = path
+    return pairs
+
+
+def with_zoo_defaults(script: KiOPScriptArguments, training: KiOPTrainingArguments, log=print) -> None:
     """Fill a job without models with the embedded default: zoo source and target, zoo test sets."""
-    from .zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path
+    from .zoo.build import REFERENCE_ZOO, build_zoo, dataset_path
 
-    root = Path(zoo_root or DEFAULT_ROOT)
+    root = Path(script.zoo_root)
     specs = {spec.name: spec for spec in REFERENCE_ZOO}
     build_zoo(root, [specs[DEFAULT_SOURCE], specs[DEFAULT_TARGET]], log=log)
-    job.target = str(root / DEFAULT_TARGET)
-    job.sources = {specs[DEFAULT_SOURCE].dataset: str(root / DEFAULT_SOURCE)}
-    job.eval_sets = {
-        specs[DEFAULT_SOURCE].dataset: str(dataset_path(root, specs[DEFAULT_SOURCE].dataset)),
-        "target": str(dataset_path(root, specs[DEFAULT_TARGET].dataset)),
-    }
-    if job.training.preservation == "B" and job.preservation_images is None:
-        job.preservation_images = str(dataset_path(root, specs[DEFAULT_TARGET].dataset))
-    if job.training.transfer_data != "synthetic" and job.transfer_images is None:
-        job.transfer_images = str(dataset_path(root, specs[DEFAULT_SOURCE].dataset))  # its labels are not read
-    return job
+    source_data = str(dataset_path(root, specs[DEFAULT_SOURCE].dataset))
+    target_data = str(dataset_path(root, specs[DEFAULT_TARGET].dataset))
+    script.target = str(root / DEFAULT_TARGET)
+    script.source = {specs[DEFAULT_SOURCE].dataset: str(root / DEFAULT_SOURCE)}
+    script.eval = {specs[DEFAULT_SOURCE].dataset: source_data, "target": target_data}
+    if training.preservation == "B" and script.preservation_images is None:
+        script.preservation_images = target_data
+    if training.transfer_data != "synthetic" and script.transfer_images is None:
+        script.transfer_images = source_data  # its labels are not read
 
 
-def run_kiop(job: KiOPJob, log=print) -> dict:
-    """Load the models, train the prompt (synthesize <-> store knowledge), evaluate it, save it with its card, and
-    push it when the training arguments ask; returns the results."""
-    target = load_classifier(job.target)
-    sources = {name: load_classifier(path) for name, path in job.sources.items()}
-    model = KiOPModel.from_models(target, sources, image_size=job.image_size, ring_sizes=job.ring_sizes, seed=job.training.seed)
+def finish_run(trainer: KiOPTrainer) -> dict:
+    """What follows training: evaluate, save the prompt with its card, push it if the arguments ask."""
+    results = trainer.evaluate()
+    trainer.save_model()
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub()
+    return results
+
+
+def run_kiop(script: KiOPScriptArguments, training: KiOPTrainingArguments, log=print) -> dict:
+    """Load the models, train the prompt, evaluate it, save it with its card, push it if asked; returns the results."""
+    if script.embedded:
+        with_zoo_defaults(script, training, log=log)
+    target = load_classifier(script.target)
+    sources = {name: load_classifier(path) for name, path in script.source.items()}
+    model = KiOPModel.from_models(
+        target, sources, image_size=script.image_size, ring_sizes=script.ring_sizes, seed=training.seed
+    )
     trainer = KiOPTrainer(
-        model, sources, job.training, preservation_images=job.preservation_images,
-        transfer_images=job.transfer_images, eval_sets=job.eval_sets,
-    )  # fmt: skip
-    trainer.train(resume_from_checkpoint=job.resume_from_checkpoint)
-    results = trainer.results
+        model,
+        sources,
+        training,
+        preservation_images=script.preservation_images,
+        transfer_images=script.transfer_images,
+        eval_sets=script.eval,
+    )
+    trainer.train(resume_from_checkpoint=script.resume)
+    results = finish_run(trainer)
     if trainer.accelerator.is_main_process:
         for key, value in results.items():
             log(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
-        log(f"prompt saved to {job.training.output_dir}")
+        log(f"prompt saved to {training.output_dir}")
+    trainer.accelerator.end_training()
     return results

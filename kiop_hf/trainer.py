@@ -12,7 +12,6 @@ its own data (seeds differ per rank), the prompt's gradients are averaged, and o
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from functools import partial
@@ -24,16 +23,8 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
-from .checkpointing import (
-    CHECKPOINTS,
-    check_fingerprint,
-    latest_checkpoint,
-    next_index,
-    random_states,
-    read_checkpoint,
-    set_random_states,
-    write_checkpoint,
-)
+from . import run_state
+from .checkpointing import next_index, write_checkpoint
 from .classifiers import FrozenClassifier
 from .configuration_kiop import TARGET_TASK
 from .data import dataset_tensors, to_unit_range
@@ -44,16 +35,6 @@ from .modeling_kiop import KiOPModel
 from .saving import staged_save
 from .synthesis import DataBank, make_synthesizer
 from .training_args import KiOPTrainingArguments
-
-# Training arguments that define a run: a resumed run must have the same ones.
-RUN_DEFINING = (
-    "rounds", "synthesis_steps", "kd_steps", "batch_size", "seed", "seed_per_process", "learning_rate", "momentum",
-    "weight_decay", "temperature", "preservation", "preservation_weight", "transfer_data", "label_mapping",
-    "label_mapping_refresh_rounds", "synthesizer", "data_bank_size", "recent_share", "source_weights",
-    "mixed_precision", "synthesis_lr", "bn_weight", "oh_weight", "adv_weight", "cr_weight", "cr_temperature",
-    "memory_bank_size", "num_negatives", "head_dim", "reset_generator", "latent_lr", "meta_step", "bn_momentum",
-)  # fmt: skip
-
 
 class KiOPTrainer:
     """Trains ``model``'s prompt to carry the knowledge of ``sources`` (task name -> frozen classifier).
@@ -123,6 +104,7 @@ class KiOPTrainer:
         self.eval_sets = eval_sets or {}
         self.history: list[dict] = []
         self.results: dict[str, float] = {}
+        self.is_set_up = False
         self._hub_repo_id: str | None = None
 
     # -- set-up -------------------------------------------------------------------------------------------------
@@ -142,7 +124,9 @@ class KiOPTrainer:
         bank.add(images.to(self.accelerator.device))  # kept on the device, in its own dtype (uint8 stays small)
         return bank
 
-    def _setup(self):
+    def setup(self) -> None:
+        """Seed, move the models to the device, build the synthesizers, banks, optimizer and schedule (``train``
+        calls it; call it first to drive ``synthesize`` / ``knowledge_storing_step`` by hand, as benchmarks do)."""
         args, device = self.args, self.accelerator.device
         set_seed(args.seed, device_specific=args.seed_per_process)  # by default each rank synthesises other data
         self.model.to(device)
@@ -161,7 +145,6 @@ class KiOPTrainer:
         for name, images in (self.transfer_images or {}).items():
             source = self.sources[name]
             self.source_banks[name].append(self._real_bank(images, source.num_channels, source.image_size))
-        self.model.config.data_regime = {"transfer": args.transfer_data, "preservation": args.preservation}
         prompt = self.model.prompt
         self.optimizer = torch.optim.SGD(
             prompt.parameters(), lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay
@@ -171,6 +154,8 @@ class KiOPTrainer:
         # through DDP; optimizer and scheduler are identical on every rank.
         self.round = 0
         self._next_checkpoint = next_index(args.output_dir)
+        self.set_label_maps(None)  # records the data regime in the prompt's config
+        self.is_set_up = True
 
     # -- the two periods ----------------------------------------------------------------------------------------
 
@@ -215,14 +200,18 @@ class KiOPTrainer:
             table.index_put_((labels, predictions), torch.ones_like(labels, dtype=table.dtype), accumulate=True)
             counts[name] = self.accelerator.reduce(table, reduction="sum").cpu()
         maps = frequency_label_maps(counts)
-        self._set_label_maps(maps)
+        self.set_label_maps(maps)
         return maps
 
-    def _set_label_maps(self, maps: dict[str, list[int]]) -> None:
+    def set_label_maps(self, maps: dict[str, list[int]] | None) -> None:
+        """The one place the trainer writes into the prompt's config: the run's data regime, and frequency-based
+        label maps when given."""
         config = self.model.config
-        for source in config.sources:
-            source["label_map"] = list(maps[source["name"]])
-        config.label_mapping = "frequency"
+        config.data_regime = {"transfer": self.args.transfer_data, "preservation": self.args.preservation}
+        if maps is not None:
+            for source in config.sources:
+                source["label_map"] = list(maps[source["name"]])
+            config.label_mapping = "frequency"
         config.check()
 
     def _sample(self, bank: DataBank, n: int) -> torch.Tensor:
@@ -263,14 +252,16 @@ class KiOPTrainer:
     # -- the run ------------------------------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | bool | None = None) -> KiOPModel:
-        """Run every round (from the last checkpoint if ``resume_from_checkpoint``), then save the prompt."""
+        """Run every round (from the last checkpoint, or the one named, if ``resume_from_checkpoint``), writing a
+        checkpoint every ``save_every_rounds``; evaluating, saving and pushing are the caller's next steps."""
         args, accelerator = self.args, self.accelerator
         start = time.perf_counter()
-        self._setup()
+        if not self.is_set_up:
+            self.setup()
         if args.report_to:
             accelerator.init_trackers("kiop", config={k: v for k, v in args.to_dict().items() if not isinstance(v, (dict, list))})
         if resume_from_checkpoint:  # after the trackers: restoring the random states must come last
-            self._load_checkpoint(None if resume_from_checkpoint is True else resume_from_checkpoint)
+            run_state.restore(self, None if resume_from_checkpoint is True else resume_from_checkpoint)
         total = args.rounds * args.kd_steps
         progress = tqdm(total=total, initial=self.round * args.kd_steps, disable=not accelerator.is_main_process, desc="KiOP")
         while self.round < args.rounds:
@@ -289,38 +280,27 @@ class KiOPTrainer:
             accelerator.log(logs, step=global_step)
             self.round += 1
             if self.round % args.save_every_rounds == 0 or self.round == args.rounds:
-                self._save_checkpoint()
+                self.save_checkpoint()
         progress.close()
-        train_seconds = round(time.perf_counter() - start, 1)
-        if self.eval_sets:
-            self.evaluate()
-        self.results["train_seconds"] = train_seconds
-        if args.push_to_hub:
-            self.push_to_hub()  # saves first, with the card naming the full repo id
-        else:
-            self.save_model(args.output_dir)
-        accelerator.end_training()
+        self.results["train_seconds"] = round(time.perf_counter() - start, 1)
         return self.model
 
     def evaluate(self) -> dict[str, float]:
         """Accuracy per task on ``eval_sets`` and the target's retention, measured on the main process (other
-        ranks keep an empty result)."""
-        if self.accelerator.is_main_process:
-            self.results = evaluate_tasks(self.model, self.eval_sets, limit=self.args.eval_limit)
+        ranks keep no accuracies), added to ``results``."""
+        if self.accelerator.is_main_process and self.eval_sets:
+            self.results |= evaluate_tasks(self.model, self.eval_sets, limit=self.args.eval_limit)
         return self.results
 
     def save_model(self, output_dir: str | os.PathLike | None = None) -> None:
-        """Save the prompt (``save_pretrained``), ``results.json`` and the model card with its pictures; main
-        process only."""
+        """Save the prompt (``save_pretrained``), ``results.json`` and the model card with its pictures, together;
+        main process only."""
+        from .model_card import training_card
+
         output_dir = Path(output_dir or self.args.output_dir)
         if self.accelerator.is_main_process:
-            card = dict(
-                args=self.args, history=self.history, results=self.results, eval_sets=self.eval_sets,
-                datasets=self._dataset_names(), samples=self._samples(),
-                synthesis_terms={name: s.describe_terms() for name, s in self.synthesizers.items()},
-            )  # fmt: skip
             with staged_save(output_dir) as staging:  # prompt, card and results land together
-                self.model.save_pretrained(staging, repo_id=self.hub_model_id, sources=self.sources, card=card)
+                self.model.save_pretrained(staging, repo_id=self.hub_model_id, sources=self.sources, card=training_card(self))
                 if self.results:
                     (staging / "results.json").write_text(json.dumps(self.results, indent=2) + "\n")
         self.accelerator.wait_for_everyone()
@@ -330,104 +310,26 @@ class KiOPTrainer:
         return self._hub_repo_id or self.args.hub_model_id or Path(self.args.output_dir).resolve().name
 
     def push_to_hub(self, commit_message: str = "End of training") -> str | None:
-        """Save the run (its card naming the full repo id) and upload ``output_dir`` (prompt, card, pictures,
-        results; no checkpoints or logs) to ``hub_model_id``. Returns the commit URL on the main process."""
-        from .hub import full_repo_id, push_prompt_folder
+        """Create the repo, save the run again with a card naming the full repo id, and upload ``output_dir``
+        (prompt, card, pictures, results; no checkpoints or logs). Returns the commit URL on the main process."""
+        from .hub import create_prompt_repo, upload_prompt_folder
 
         args, commit = self.args, None
         if self.accelerator.is_main_process:
-            self._hub_repo_id = full_repo_id(self.hub_model_id, private=args.hub_private_repo, token=args.hub_token)
+            self._hub_repo_id = create_prompt_repo(self.hub_model_id, private=args.hub_private_repo, token=args.hub_token)
         self.save_model(args.output_dir)
         if self.accelerator.is_main_process:
-            commit = push_prompt_folder(
-                args.output_dir, self.hub_model_id, commit_message=commit_message, private=args.hub_private_repo,
-                token=args.hub_token,
-            ).commit_url  # fmt: skip
+            commit = upload_prompt_folder(
+                args.output_dir, self.hub_model_id, commit_message=commit_message, token=args.hub_token
+            ).commit_url
         self.accelerator.wait_for_everyone()
         return commit
 
-    def _samples(self) -> dict[str, torch.Tensor]:
-        """The newest synthetic images of each source, for the card."""
-        return {name: self.banks[name].images[-32:].cpu() for name in self.sources if len(self.banks.get(name, ())) > 0}
-
-    def _dataset_names(self) -> list[str]:
-        named = [self.preservation_images, *(self.transfer_images or {}).values(), *self.eval_sets.values()]
-        return [str(data) for data in named if isinstance(data, (str, os.PathLike))]
-
-    # -- checkpoints --------------------------------------------------------------------------------------------
-
-    def _fingerprint(self) -> dict:
-        """What makes a run this run: the models, the rings and the schedule; a resume must match it."""
-        config, args = self.model.config, self.args
-        identity = {
-            "target": [config.target_name_or_path, config.target_revision],
-            "sources": [[s["name"], s["name_or_path"], s["revision"]] for s in config.sources],
-            "image_size": config.image_size,
-            "ring_sizes": list(config.ring_sizes),
-            "num_processes": self.accelerator.num_processes,
-        }
-        return json.loads(json.dumps(identity | {name: getattr(args, name) for name in RUN_DEFINING}))
-
-    def _save_checkpoint(self) -> None:
-        """Everything the next round depends on, on this process, as safetensors + JSON (see ``checkpointing``)."""
-        config = self.model.config
-        state = {
-            "run": {
-                "round": self.round, "history": self.history, "fingerprint": self._fingerprint(),
-                "label_mapping": config.label_mapping,
-                "label_maps": {source["name"]: source["label_map"] for source in config.sources},
-            },
-            "prompt": {str(i): ring for i, ring in enumerate(self.model.prompt.rings)},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "random": random_states(self.accelerator.device),
-            # synthetic banks only: real images are read again from their source
-            "bank": {name: self.banks[name].state_dict() for name in self.synthesizers},
-            "synthesizer": {name: synthesizer.state_dict() for name, synthesizer in self.synthesizers.items()},
-        }  # fmt: skip
+    def save_checkpoint(self) -> None:
+        """Everything the next round depends on (``run_state.capture``), as safetensors + JSON, atomically."""
+        state = run_state.capture(self)
         write_checkpoint(self.args.output_dir, self._next_checkpoint, state, self.accelerator, self.args.save_total_limit)
         self._next_checkpoint += 1
-
-    def _stretch_schedule(self, total_steps: int) -> None:
-        """Continue the cosine decay as if the run had always had ``total_steps`` (the scheduler's recursive form
-        would stay at its last rate, 0 at the end of a finished run)."""
-        scheduler = self.scheduler
-        scheduler.T_max = total_steps
-        step = min(scheduler.last_epoch, total_steps)
-        rates = [scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * step / total_steps)) / 2
-                 for base in scheduler.base_lrs]  # fmt: skip
-        for group, rate in zip(self.optimizer.param_groups, rates):
-            group["lr"] = rate
-        scheduler._last_lr = rates
-
-    def _load_checkpoint(self, folder: str | None) -> None:
-        folder = Path(folder) if folder else latest_checkpoint(self.args.output_dir)
-        if folder is None:
-            raise FileNotFoundError(f"no checkpoint to resume from under {Path(self.args.output_dir) / CHECKPOINTS}")
-        state = read_checkpoint(folder, self.accelerator.process_index)
-        if "run" not in state or "fingerprint" not in state["run"]:
-            raise ValueError(f"{folder} was written by an earlier kiop_hf (accelerate's pickled format) and cannot be resumed")
-        run = state["run"]
-        check_fingerprint(run["fingerprint"], self._fingerprint(), folder, self.args.resume_overrides)
-        self.round, self.history = run["round"], run["history"]
-        if run["label_mapping"] == "frequency":
-            self._set_label_maps(run["label_maps"])
-        with torch.no_grad():
-            for i, ring in enumerate(self.model.prompt.rings):
-                ring.copy_(state["prompt"][str(i)])
-        optimizer = state["optimizer"]
-        self.optimizer.load_state_dict(
-            {"state": {int(k): v for k, v in optimizer.get("state", {}).items()}, "param_groups": optimizer["param_groups"]}
-        )
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scheduler.T_max != self.args.rounds * self.args.kd_steps:  # resume_overrides: a new number of rounds
-            self._stretch_schedule(self.args.rounds * self.args.kd_steps)
-        device = self.accelerator.device
-        for name, synthesizer in self.synthesizers.items():
-            self.banks[name].load_state_dict(_to_device(state.get("bank", {}).get(name, {}), device))
-            if state.get("synthesizer", {}).get(name):
-                synthesizer.load_state_dict(_to_device(state["synthesizer"][name], device))
-        set_random_states(state["random"], self.accelerator.device)  # last: nothing after it may draw before the next round
 
 
 def _per_source(images, sources: dict, mode: str) -> dict:
@@ -441,8 +343,3 @@ def _per_source(images, sources: dict, mode: str) -> dict:
     if missing or unknown:
         raise ValueError(f"transfer_images must name every source exactly: missing {missing}, unknown {unknown}")
     return images
-
-
-def _to_device(state: dict, device) -> dict:
-    return {k: _to_device(v, device) if isinstance(v, dict) else v.to(device) if isinstance(v, torch.Tensor) else v
-            for k, v in state.items()}  # fmt: skip

@@ -1,35 +1,67 @@
-"""Arguments of a KiOP run, in the style of transformers' TrainingArguments and TRL's configs."""
+"""Arguments of a KiOP run, in the style of transformers' TrainingArguments and TRL's configs.
+
+Every field carries its help text, so ``kiop-hf train --help`` (built by ``transformers.HfArgumentParser``) lists
+each one as a flag, and a YAML or JSON file with the same keys configures the same run.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
 
-PRESERVATION_MODES = ("BF", "B", "none")
-TRANSFER_MODES = ("synthetic", "unlabelled", "mixed")
-LABEL_MAPPINGS = ("random", "frequency")
-MIXED_PRECISION = (None, "no", "bf16")  # fp16 would need loss scaling of the prompt's gradients
-SYNTHESIS_METHODS = ("cmi", "fast", "deepinversion")
+Preservation = Literal["BF", "B", "none"]
+TransferData = Literal["synthetic", "unlabelled", "mixed"]
+LabelMapping = Literal["random", "frequency"]
+SynthesisMethod = Literal["cmi", "fast", "deepinversion"]
+MixedPrecision = Literal["no", "bf16"]  # fp16 would need loss scaling of the prompt's gradients
 RESUME_OVERRIDABLE = ("rounds",)
 # (name, smallest value, None allowed)
 INTEGERS = (
-    ("rounds", 1, False), ("synthesis_steps", 0, False), ("kd_steps", 1, False), ("batch_size", 1, False),
-    ("seed", 0, False), ("label_mapping_refresh_rounds", 0, False), ("memory_bank_size", 1, False),
-    ("num_negatives", 1, False), ("head_dim", 1, False), ("data_bank_size", 1, True), ("save_every_rounds", 1, False),
-    ("save_total_limit", 1, True), ("logging_steps", 1, False), ("eval_limit", 1, True),
-)  # fmt: skip
-# (name, must be above zero): finite and non-negative
+    ("rounds", 1, False),
+    ("synthesis_steps", 0, False),
+    ("kd_steps", 1, False),
+    ("batch_size", 1, False),
+    ("seed", 0, False),
+    ("label_mapping_refresh_rounds", 0, False),
+    ("memory_bank_size", 1, False),
+    ("num_negatives", 1, False),
+    ("head_dim", 1, False),
+    ("data_bank_size", 1, True),
+    ("save_every_rounds", 1, False),
+    ("save_total_limit", 1, True),
+    ("logging_steps", 1, False),
+    ("eval_limit", 1, True),
+)
+# (name, must be above zero, None allowed): finite and non-negative
 NUMBERS = (
-    ("learning_rate", True), ("weight_decay", False), ("temperature", True), ("preservation_weight", False),
-    ("synthesis_lr", True), ("bn_weight", False), ("oh_weight", False), ("adv_weight", False), ("cr_weight", False),
-    ("cr_temperature", True), ("latent_lr", True), ("meta_step", True), ("bn_momentum", False), ("recent_share", False),
-    ("momentum", False),
-)  # fmt: skip
+    ("learning_rate", True, False),
+    ("momentum", False, False),
+    ("weight_decay", False, False),
+    ("temperature", True, False),
+    ("preservation_weight", False, False),
+    ("synthesis_lr", True, True),
+    ("bn_weight", False, False),
+    ("oh_weight", False, False),
+    ("adv_weight", False, False),
+    ("cr_weight", False, True),
+    ("cr_temperature", True, False),
+    ("latent_lr", True, False),
+    ("meta_step", True, False),
+    ("bn_momentum", False, False),
+    ("recent_share", False, False),
+)
 
 
 def _finite_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _help(text: str, **metadata) -> dict:
+    return {"help": text, **metadata}
 
 
 @dataclass
@@ -37,86 +69,132 @@ class KiOPTrainingArguments:
     """Everything that defines a KiOP run; defaults are the reference schedule of the method (see the docs).
 
     A run alternates, for ``rounds`` rounds, one synthesis round per inverted model (``synthesis_steps`` generator
-    steps) with ``kd_steps`` knowledge-storing steps on the prompt.
+    steps) with ``kd_steps`` knowledge-storing steps on the prompt. Synthesizers take these fields under the same
+    names (``synthesizer_kwargs``).
     """
 
-    output_dir: str
+    output_dir: str = field(
+        default="outputs/kiop-prompt", metadata=_help("Where the prompt, its card, results and checkpoints go.")
+    )
     # Schedule
-    rounds: int = 100
-    synthesis_steps: int = 200
-    kd_steps: int = 400
-    batch_size: int = 128
-    seed: int = 0
-    # With several processes each rank synthesises its own data; False gives every rank the same data, which then
-    # reproduces a 1-process run exactly (a check of a multi-process setup).
-    seed_per_process: bool = True
-    # Knowledge storing (SGD on the prompt only, cosine decay over all KD steps)
-    learning_rate: float = 0.8
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    temperature: float = 20.0
-    source_weights: dict[str, float] | None = None
-    # Where the sources' knowledge is read from: "synthetic" inverts each source (data-free KiOP), "unlabelled"
-    # uses real unlabelled images given to the trainer as transfer_images (the PromptKD regime), "mixed" draws
-    # half of every batch from each.
-    transfer_data: str = "synthetic"
-    # How source classes are read from target classes: the model's fixed maps ("random": the paper's), or
-    # "frequency": after the first synthesis period each source class takes the free target class that the prompted
-    # target most often predicts for its samples (one-to-one, disjoint), refreshed every
-    # label_mapping_refresh_rounds rounds if that is above zero.
-    label_mapping: str = "random"
-    label_mapping_refresh_rounds: int = 0
-    # Preservation of the target's own task: "BF" inverts the target (data-free), "B" uses real unlabelled
-    # target-domain images passed to the trainer, "none" trains without the term.
-    preservation: str = "BF"
-    preservation_weight: float = 1.0
-    # Synthesis: "cmi" (KiOP's), "fast" (FastDFKD: a meta-learned generator adapted for a few steps per round,
-    # cheap enough for many more rounds) or "deepinversion" (pixels optimised directly).
-    synthesizer: str = "cmi"
-    synthesis_lr: float | None = None
-    bn_weight: float = 1.0
-    oh_weight: float = 1.0
-    adv_weight: float = 0.5
-    # Contrastive term weight; None: the method's default (0.8 for cmi, 0 for fast, where it is optional).
-    cr_weight: float | None = None
-    cr_temperature: float = 0.6
-    memory_bank_size: int = 40_960
-    num_negatives: int = 4_096
-    head_dim: int = 256
-    reset_generator: bool = True
-    # fast only: learning rate of the latent codes, Reptile step of the meta weights towards the adapted ones,
-    # momentum of the averaged batch statistics in the BN prior.
-    latent_lr: float = 0.05
-    meta_step: float = 0.5
-    bn_momentum: float = 0.9
-    # Data banks: at most this many images per inverted model (None: all; the newest replace the oldest), and the
-    # share of each knowledge-storing batch drawn from the newest synthetic batch (the rest from the whole bank).
-    data_bank_size: int | None = None
-    recent_share: float = 0.0
+    rounds: int = field(default=100, metadata=_help("Rounds of synthesis followed by knowledge storing."))
+    synthesis_steps: int = field(default=200, metadata=_help("Synthesis steps per round and inverted model."))
+    kd_steps: int = field(default=400, metadata=_help("Knowledge-storing (prompt SGD) steps per round."))
+    batch_size: int = field(default=128, metadata=_help("Images per synthesis batch and per knowledge-storing batch."))
+    seed: int = field(default=0, metadata=_help("Random seed of the prompt, the synthesis and the sampling."))
+    seed_per_process: bool = field(
+        default=True,
+        metadata=_help(
+            "With several processes each rank synthesises its own data; False gives every rank the same data, "
+            "which then reproduces a 1-process run exactly (a check of a multi-process setup)."
+        ),
+    )
+    # Knowledge storing
+    learning_rate: float = field(default=0.8, metadata=_help("SGD learning rate of the prompt (cosine decay)."))
+    momentum: float = field(default=0.9, metadata=_help("SGD momentum of the prompt, in [0, 1)."))
+    weight_decay: float = field(default=1e-4, metadata=_help("SGD weight decay of the prompt."))
+    temperature: float = field(default=20.0, metadata=_help("Distillation temperature T of the T^2 KL terms."))
+    source_weights: dict[str, float] | None = field(
+        default=None,
+        metadata=_help('Weight of each source\'s term by task name (JSON on the command line: \'{"fashion": 2}\').'),
+    )
+    transfer_data: TransferData = field(
+        default="synthetic",
+        metadata=_help(
+            'Where the sources\' knowledge is read from: "synthetic" inverts each source (data-free KiOP), '
+            '"unlabelled" uses real unlabelled transfer images (the PromptKD regime), "mixed" draws half of every '
+            "batch from each."
+        ),
+    )
+    label_mapping: LabelMapping = field(
+        default="random",
+        metadata=_help(
+            'How source classes are read from target classes: the model\'s fixed maps ("random", the paper\'s), or '
+            '"frequency": after the first synthesis each source class takes the free target class the prompted '
+            "target most often predicts for its samples (one-to-one), refreshed every label_mapping_refresh_rounds."
+        ),
+    )
+    label_mapping_refresh_rounds: int = field(
+        default=0, metadata=_help('Refresh the "frequency" label maps every this many rounds (0: never).')
+    )
+    preservation: Preservation = field(
+        default="BF",
+        metadata=_help(
+            'Preservation of the target\'s own task: "BF" inverts the target (data-free), "B" uses real unlabelled '
+            'target-domain images, "none" trains without the term.'
+        ),
+    )
+    preservation_weight: float = field(default=1.0, metadata=_help("Weight of the preservation term."))
+    # Synthesis
+    synthesizer: SynthesisMethod = field(
+        default="cmi",
+        metadata=_help(
+            'Synthesis method: "cmi" (KiOP\'s), "fast" (FastDFKD: a meta-learned generator adapted for a few steps '
+            'per round, cheap enough for many more rounds) or "deepinversion" (pixels optimised directly).'
+        ),
+    )
+    synthesis_lr: float | None = field(
+        default=None, metadata=_help("Adam learning rate of the synthesis (None: the method's, 0.01 or 0.05 for deepinversion).")
+    )
+    bn_weight: float = field(default=1.0, metadata=_help("Weight of the BatchNorm-statistics prior."))
+    oh_weight: float = field(default=1.0, metadata=_help("Weight of the class (one-hot cross-entropy) term."))
+    adv_weight: float = field(default=0.5, metadata=_help("Weight of the adversarial term against the prompt."))
+    cr_weight: float | None = field(
+        default=None, metadata=_help("Weight of the contrastive term (None: the method's, 0.8 for cmi, 0 for fast).")
+    )
+    cr_temperature: float = field(default=0.6, metadata=_help("Temperature of the contrastive term."))
+    memory_bank_size: int = field(default=40_960, metadata=_help("Feature rows in the contrastive memory bank."))
+    num_negatives: int = field(default=4_096, metadata=_help("Negatives drawn from the memory bank per step."))
+    head_dim: int = field(default=256, metadata=_help("Output size of the contrastive projection head."))
+    reset_generator: bool = field(default=True, metadata=_help("cmi: a new generator every round (False: keep it)."))
+    latent_lr: float = field(default=0.05, metadata=_help("fast: learning rate of the latent codes."))
+    meta_step: float = field(
+        default=0.5, metadata=_help("fast: Reptile step of the meta weights towards the adapted ones, in (0, 1].")
+    )
+    bn_momentum: float = field(
+        default=0.9, metadata=_help("fast: momentum of the batch statistics averaged across rounds in the BN prior.")
+    )
+    data_bank_size: int | None = field(
+        default=None, metadata=_help("At most this many images per inverted model (None: all; newest replace oldest).")
+    )
+    recent_share: float = field(
+        default=0.0,
+        metadata=_help("Share of each knowledge-storing batch drawn from the newest synthetic batch, in [0, 1]."),
+    )
     # Checkpoints, logging, hardware
-    save_every_rounds: int = 1
-    save_total_limit: int | None = 2
-    logging_steps: int = 50
-    report_to: list[str] = field(default_factory=list)
-    use_cpu: bool = False
-    # "no" or "bf16": autocast for the frozen models' passes and the generator (the prompt's parameters
-    # and optimizer stay fp32); None takes accelerate's setting (`accelerate launch --mixed_precision bf16`).
-    mixed_precision: str | None = None
-    # Arguments a resumed run may change against its checkpoint (every other one must match): only "rounds", to
-    # extend or shorten a run, whose cosine learning-rate schedule then stretches to the new length.
-    resume_overrides: list[str] = field(default_factory=list)
-    # Evaluation (on the trainer's eval_sets at the end of training) and publishing, as in transformers
-    eval_limit: int | None = None
-    push_to_hub: bool = False
-    hub_model_id: str | None = None  # default: the name of output_dir
-    hub_private_repo: bool | None = None
-    hub_token: str | None = None
+    save_every_rounds: int = field(default=1, metadata=_help("Write a checkpoint every this many rounds."))
+    save_total_limit: int | None = field(default=2, metadata=_help("Keep at most this many checkpoints (None: all)."))
+    logging_steps: int = field(default=50, metadata=_help("Log the losses every this many knowledge-storing steps."))
+    report_to: list[str] = field(
+        default_factory=list, metadata=_help("accelerate trackers to log to (tensorboard, wandb, ...).")
+    )
+    use_cpu: bool = field(default=False, metadata=_help("Run on CPU even if a GPU is present.", aliases=["--cpu"]))
+    mixed_precision: MixedPrecision | None = field(
+        default=None,
+        metadata=_help(
+            '"no" or "bf16": autocast for the frozen models\' passes and the generator (the prompt\'s parameters and '
+            "optimizer stay fp32); None takes accelerate's setting (`accelerate launch --mixed_precision bf16`)."
+        ),
+    )
+    resume_overrides: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            'Arguments a resumed run may change against its checkpoint (every other one must match): only "rounds", '
+            "to extend or shorten a run, whose cosine learning-rate schedule then stretches to the new length."
+        ),
+    )
+    # Evaluation and publishing, as in transformers
+    eval_limit: int | None = field(default=None, metadata=_help("Evaluate on at most this many test images per task."))
+    push_to_hub: bool = field(default=False, metadata=_help("Push the prompt and its card to hub_model_id."))
+    hub_model_id: str | None = field(default=None, metadata=_help("Hub repo to push to (default: output_dir's name)."))
+    hub_private_repo: bool | None = field(default=None, metadata=_help("Create the Hub repo private."))
+    hub_token: str | None = field(default=None, metadata=_help("Hub token (default: the logged-in one)."))
 
     def __post_init__(self):
         """Refuse a bad argument here, with its name and what it takes, rather than deep inside a long run."""
-        for name, allowed in (("preservation", PRESERVATION_MODES), ("label_mapping", LABEL_MAPPINGS),
-                              ("transfer_data", TRANSFER_MODES), ("mixed_precision", MIXED_PRECISION),
-                              ("synthesizer", SYNTHESIS_METHODS)):  # fmt: skip
+        if isinstance(self.source_weights, str):  # from the command line
+            self.source_weights = _json_object("source_weights", self.source_weights)
+        for name, allowed in _choices(type(self)).items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name, low, optional in INTEGERS:
@@ -126,9 +204,9 @@ class KiOPTrainingArguments:
             if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}")
             setattr(self, name, int(value))  # NumPy integers become plain ints (JSON, checkpoints)
-        for name, positive in NUMBERS:
+        for name, positive, optional in NUMBERS:
             value = getattr(self, name)
-            if value is None and name in ("cr_weight", "synthesis_lr"):
+            if value is None and optional:
                 continue
             if not _finite_number(value) or value < 0 or (positive and value == 0):
                 raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
@@ -149,9 +227,33 @@ class KiOPTrainingArguments:
         """The arguments the chosen synthesizer's constructor takes, under the same names (None: its default)."""
         from .synthesis import synthesizer_parameters
 
-        return {name: getattr(self, name) for name in sorted(synthesizer_parameters(self.synthesizer))
-                if hasattr(self, name) and getattr(self, name) is not None}  # fmt: skip
+        names = sorted(synthesizer_parameters(self.synthesizer))
+        return {name: getattr(self, name) for name in names if getattr(self, name, None) is not None}
 
     def to_dict(self) -> dict:
         """The arguments without secrets (the Hub token), for trackers and logs."""
         return {k: v for k, v in asdict(self).items() if k != "hub_token"}
+
+
+def _choices(cls) -> dict[str, tuple]:
+    """The allowed values of every ``Literal``-typed field (None too where the field is optional)."""
+    choices = {}
+    for f in fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        options = typing.get_args(hint)
+        if typing.get_origin(hint) is Literal:
+            choices[f.name] = options
+        elif any(typing.get_origin(option) is Literal for option in options):  # Literal[...] | None
+            literal = next(option for option in options if typing.get_origin(option) is Literal)
+            choices[f.name] = (*typing.get_args(literal), None)
+    return choices
+
+
+def _json_object(name: str, text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{name} must be a JSON object such as '{{\"fashion\": 2}}', got {text!r} ({error})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a JSON object such as '{{\"fashion\": 2}}', got {text!r}")
+    return value

@@ -1,6 +1,8 @@
 import json
+from dataclasses import fields
 
 import numpy as np
+import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features
 from datasets import Image as ImageFeature
@@ -58,3 +60,38 @@ def test_evaluate_tasks_counts_correct_top1_predictions(transformers_folder, tim
     own = (target(rgb_images.float() / 255).argmax(-1) == labels).sum().item() / len(labels)
     assert results["target/unprompted"] == own
     assert torch.isclose(torch.tensor(results["target/retention_drop"]), torch.tensor(100 * (own - results["target"])))
+
+
+def test_train_help_lists_every_argument_with_its_help(capsys):
+    from kiop_hf.pipeline import KiOPScriptArguments
+    from kiop_hf.training_args import KiOPTrainingArguments
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    printed = " ".join(capsys.readouterr().out.split())
+    for dataclass in (KiOPScriptArguments, KiOPTrainingArguments):
+        for f in fields(dataclass):
+            assert f"--{f.name}" in printed, f.name
+            assert " ".join(f.metadata["help"].split()) in printed, f.name
+
+
+def test_a_yaml_config_runs_the_same_job_as_the_flags(transformers_folder, timm_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    flags = [
+        "--target", str(transformers_folder), "--source", f"gray={timm_folder}", "--ring-sizes", "36", "40",
+        "--rounds", "1", "--synthesis_steps", "2", "--kd_steps", "2", "--batch_size", "8", "--cpu",
+    ]  # fmt: skip
+    main(["train", *flags, "--output-dir", str(tmp_path / "flags")])
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"target: {transformers_folder}\nsource:\n  gray: {timm_folder}\nring_sizes: [36, 40]\nrounds: 1\n"
+        f"synthesis_steps: 2\nkd_steps: 2\nbatch_size: 4\nuse_cpu: true\noutput_dir: {tmp_path / 'yaml'}\n"
+    )
+    main(["train", "--config", str(config), "--batch_size", "8"])  # a flag overrides the file
+    from_yaml, from_flags = (load_file(tmp_path / run / "model.safetensors") for run in ("yaml", "flags"))
+    assert from_yaml.keys() == from_flags.keys()
+    assert all(torch.equal(from_yaml[key], from_flags[key]) for key in from_flags)
+    config.write_text("rounds: 1\nround_count: 3\n")
+    with pytest.raises(SystemExit, match=r"sets unknown arguments \['round_count'\]"):
+        main(["train", "--config", str(config)])

@@ -10,6 +10,7 @@ from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.clip import CLASS_VECTORS_FILE, load_class_vectors
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
+from kiop_hf.pipeline import finish_run
 
 from .helpers import RGB_MEAN, RGB_STD
 
@@ -56,7 +57,9 @@ def test_a_prompt_on_a_clip_target_reloads_from_stored_class_vectors_without_the
     target = load_classifier(clip_copy, class_names=LETTERS)
     source = load_classifier(timm_folder)
     model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
-    KiOPTrainer(model, {"gray": source}, KiOPTrainingArguments(output_dir=str(tmp_path / "prompt"), **TINY)).train()
+    trainer = KiOPTrainer(model, {"gray": source}, KiOPTrainingArguments(output_dir=str(tmp_path / "prompt"), **TINY))
+    trainer.train()
+    finish_run(trainer)
     stored = load_class_vectors(tmp_path / "prompt")
     assert set(stored) == {"target"} and torch.equal(stored["target"], target.model.class_vectors)
 
@@ -78,6 +81,7 @@ def test_a_clip_source_is_inverted_without_the_bn_prior_and_its_class_vectors_ar
     trainer = KiOPTrainer(model, {"clip_digits": source}, KiOPTrainingArguments(output_dir=str(tmp_path), **TINY))
     before = model.prompt.rings[1].detach().clone()
     trainer.train()
+    finish_run(trainer)
 
     assert trainer.synthesizers["clip_digits"].active_terms == ["oh", "adv", "cr"]
     assert "bn" in trainer.synthesizers["target"].active_terms  # the ResNet target has BatchNorm

@@ -15,6 +15,7 @@ from kiop_hf import KiOPModel, KiOPVisualPrompt, load_classifier
 from kiop_hf.cli import main as cli
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
+from kiop_hf.pipeline import finish_run
 
 from .helpers import RGB_MEAN, RGB_STD, TinyCNN
 
@@ -134,7 +135,9 @@ def test_trainer_pushes_the_run_with_a_full_card_and_no_checkpoints(hub, timm_fo
         output_dir=str(tmp_path / "run"), rounds=2, synthesis_steps=2, kd_steps=2, batch_size=8, memory_bank_size=32,
         num_negatives=8, head_dim=8, use_cpu=True, push_to_hub=True, hub_model_id="user/trained-prompt",
     )  # fmt: skip
-    KiOPTrainer(model, {"gray": source}, args, eval_sets=eval_sets).train()
+    trainer = KiOPTrainer(model, {"gray": source}, args, eval_sets=eval_sets)
+    trainer.train()
+    finish_run(trainer)
 
     files = set(hub.api.list_repo_files("user/trained-prompt"))
     pictures = {"prompt.png", "samples_gray.png", "training_curves.png"}
@@ -235,6 +238,7 @@ def test_a_hub_dataset_of_unlabelled_images_is_a_transfer_set_and_is_named_in_th
     )  # fmt: skip
     trainer = KiOPTrainer(model, {"gray": source}, args, transfer_images="user/unlabelled-gray")
     trainer.train()
+    finish_run(trainer)
     (bank,) = trainer.source_banks["gray"]
     assert bank.images.shape == (12, 1, 32, 32)  # resized from 28px to the source's 32px
     card = ModelCard.load(tmp_path / "README.md")

@@ -8,6 +8,7 @@ from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.label_mapping import frequency_label_maps
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
+from kiop_hf.pipeline import finish_run
 
 from .helpers import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD, TinyCNN
 
@@ -101,6 +102,7 @@ def test_a_timm_a_vit_and_a_module_source_train_one_prompt(target_channels, thre
     trainer = KiOPTrainer(model, three_sources, args)
     before = [ring.detach().clone() for ring in model.prompt.rings]
     trainer.train()
+    finish_run(trainer)
 
     assert all(not torch.equal(a, b) for a, b in zip(before, model.prompt.rings))
     for name, source in three_sources.items():  # each bank holds the source's own size and channels
@@ -137,6 +139,7 @@ def test_frequency_mapping_in_training_is_recorded_saved_and_restored_on_resume(
     )
     trainer = KiOPTrainer(model, three_sources, args)
     trainer.train()
+    finish_run(trainer)
     config = model.config
     maps = {name: config.source(name)["label_map"] for name in three_sources}
     assert config.label_mapping == "frequency" and maps != random_maps
@@ -149,5 +152,6 @@ def test_frequency_mapping_in_training_is_recorded_saved_and_restored_on_resume(
     fresh = KiOPModel.from_models(target, three_sources, image_size=32, ring_sizes=[36, 40, 44, 48])
     resumed = KiOPTrainer(fresh, three_sources, args)
     resumed.train(resume_from_checkpoint=True)  # the last checkpoint is the end of the run
+    finish_run(resumed)
     assert {name: fresh.config.source(name)["label_map"] for name in three_sources} == maps
     assert torch.equal(load_file(tmp_path / "model.safetensors")["rings.3"], fresh.prompt.rings[3].detach())

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.checkpointing import checkpoint_folders, latest_checkpoint, next_index
+from kiop_hf.pipeline import finish_run
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 
@@ -44,6 +45,7 @@ def test_data_free_run_trains_only_the_prompt_and_saves_a_loadable_prompt(
     frozen = {"target": snapshot(trainer.model.target), "source": snapshot(trainer.sources["gray"])}
     before = [ring.detach().clone() for ring in trainer.model.prompt.rings]
     model = trainer.train()
+    finish_run(trainer)
 
     assert all(not torch.equal(a, b) for a, b in zip(before, model.prompt.rings))
     for name, module in (("target", model.target), ("source", trainer.sources["gray"])):
@@ -98,6 +100,7 @@ def test_an_unlabelled_image_folder_as_transfer_set_replaces_source_synthesis(tr
     )
     before = [ring.detach().clone() for ring in trainer.model.prompt.rings]
     model = trainer.train()
+    finish_run(trainer)
 
     assert set(trainer.synthesizers) == {"target"}  # only the target is inverted (BF); the source is read from images
     (bank,) = trainer.source_banks["gray"]
@@ -189,6 +192,7 @@ RUN_SCRIPT = textwrap.dedent(
     """
     import sys
     from kiop_hf import KiOPModel, load_classifier
+    from kiop_hf.pipeline import finish_run
     from kiop_hf.trainer import KiOPTrainer
     from kiop_hf.training_args import KiOPTrainingArguments
 
@@ -199,7 +203,9 @@ RUN_SCRIPT = textwrap.dedent(
         output_dir=output_dir, rounds=int(rounds), synthesis_steps=4, kd_steps=20, batch_size=8,
         memory_bank_size=64, num_negatives=16, head_dim=16, use_cpu=True, save_total_limit=2,
     )
-    KiOPTrainer(model, {"gray": source}, args).train(resume_from_checkpoint=resume == "resume")
+    trainer = KiOPTrainer(model, {"gray": source}, args)
+    trainer.train(resume_from_checkpoint=resume == "resume")
+    finish_run(trainer)
     """
 )
 
@@ -303,6 +309,7 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
     import torch
     from safetensors.torch import save_file
     from kiop_hf import KiOPModel, load_classifier
+    from kiop_hf.pipeline import finish_run
     from kiop_hf.trainer import KiOPTrainer
     from kiop_hf.training_args import KiOPTrainingArguments
 
@@ -316,6 +323,7 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
     trainer = KiOPTrainer(model, {"gray": source}, args)
     rank = trainer.accelerator.process_index
     trainer.train()
+    finish_run(trainer)
     rings = torch.cat([ring.detach().flatten() for ring in model.prompt.rings])
     save_file({"rings": rings, "bank": trainer.banks["gray"].images.contiguous()}, f"{output_dir}/rank{rank}.safetensors")
     """
