@@ -26,7 +26,6 @@ from pathlib import Path
 from quality import Bench
 
 from kiop_hf.cli import training_override
-
 from kiop_hf.pipeline import SCHEDULES
 from kiop_hf.zoo.build import DEFAULT_ROOT
 
@@ -159,7 +158,9 @@ def main():
                 key = (row, budget, seed)
                 stored = [r for r in stored if (r["row"], r["budget"], r["seed"]) != key] + [run]
                 if args.json:
-                    Path(args.json).write_text(json.dumps({"runs": stored, "summary": summarise(stored)}, indent=2) + "\n")
+                    Path(args.json).write_text(
+                        json.dumps({"runs": stored, "summary": summarise(stored)}, indent=2) + "\n"
+                    )
     lines = summarise(stored)
     print_table(lines)
     if args.plot:

@@ -31,7 +31,12 @@ RING_SIZES = {1: [36, 64], 2: [36, 48, 64], 3: [36, 40, 48, 64]}
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
-    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="fast", help="the embedded default's (fast) or the earlier CMI default's")
+    parser.add_argument(
+        "--schedule",
+        choices=sorted(SCHEDULES),
+        default="fast",
+        help="the embedded default's (fast) or the earlier CMI default's",
+    )
     for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size"):  # default: the schedule's budget
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
     parser.add_argument("--preservation", default="BF", choices=["BF", "B"])
@@ -54,7 +59,12 @@ def main():
     workdir = Path(tempfile.mkdtemp(prefix="kiop-multisource-"))
 
     def run(label: str, sources: tuple[str, ...], label_mapping: str = "random") -> dict:
-        budget = dict(rounds=args.rounds, synthesis_steps=args.synthesis_steps, kd_steps=args.kd_steps, batch_size=args.batch_size)
+        budget = dict(
+            rounds=args.rounds,
+            synthesis_steps=args.synthesis_steps,
+            kd_steps=args.kd_steps,
+            batch_size=args.batch_size,
+        )
         training = KiOPTrainingArguments(
             **SCHEDULES[args.schedule] | budget, output_dir=str(workdir / label), preservation=args.preservation, seed=args.seed,
             label_mapping=label_mapping, save_every_rounds=args.rounds, eval_limit=args.eval_limit, use_cpu=True,
@@ -95,7 +105,9 @@ def main():
         f"\n{len(SOURCES)} zoo sources -> {TARGET}, preservation {args.preservation}, {args.rounds} rounds x "
         f"({args.synthesis_steps} synthesis + {args.kd_steps} KD steps), batch {args.batch_size}"
     )
-    header = f"{'run':<30}{'map':<11}{'source':<14}{'acc':>8}{'single':>8}{'diff':>7}{'drop':>7}{'bytes':>9}{'wall s':>8}"
+    header = (
+        f"{'run':<30}{'map':<11}{'source':<14}{'acc':>8}{'single':>8}{'diff':>7}{'drop':>7}{'bytes':>9}{'wall s':>8}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:

@@ -61,14 +61,18 @@ def main():
             print(f"[{name}, seed {seed}] source {r[source_task(r)]:.2%}, target {r['target']:.2%}", flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps({"setting": vars(args), "runs": runs}, indent=2) + "\n")
-    print(f"\n{'run':<14}{'source acc (mean ± sd)':>24}{'per seed':>28}{'target acc':>12}{'drop (pts)':>12}{'wall s':>9}")
+    print(
+        f"\n{'run':<14}{'source acc (mean ± sd)':>24}{'per seed':>28}{'target acc':>12}{'drop (pts)':>12}{'wall s':>9}"
+    )
     for name, results in runs.items():
         accuracy = [r[source_task(r)] for r in results]
         spread = statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0
         mean = lambda key: sum(r[key] for r in results) / len(results)  # noqa: E731
         per_seed = " ".join(f"{a:.2%}" for a in accuracy)
-        print(f"{name:<14}{f'{statistics.mean(accuracy):.2%} ± {spread:.2%}':>24}{per_seed:>28}{mean('target'):>12.2%}"
-              f"{mean('target/retention_drop'):>12.2f}{mean('wall_seconds'):>9.1f}")
+        print(
+            f"{name:<14}{f'{statistics.mean(accuracy):.2%} ± {spread:.2%}':>24}{per_seed:>28}{mean('target'):>12.2%}"
+            f"{mean('target/retention_drop'):>12.2f}{mean('wall_seconds'):>9.1f}"
+        )
 
 
 if __name__ == "__main__":

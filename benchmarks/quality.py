@@ -35,15 +35,15 @@ import torch.nn.functional as F
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.cli import training_override
 from kiop_hf.configuration_kiop import TARGET_TASK
-from kiop_hf.data import dataset_tensors, to_unit_range
+from kiop_hf.data import dataset_tensors
 from kiop_hf.evaluation import evaluate_tasks, predict
 from kiop_hf.losses import distillation_loss
 from kiop_hf.pipeline import SCHEDULES
+from kiop_hf.pixels import to_unit_range
 from kiop_hf.synthesis import DataBank, make_synthesizer
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path
-
 
 ROWS = ["untrained", "B", "BF", "unlabelled", "real", "dfkd"]
 BANK_FIT = ["bank_agreement", "source_confidence_bank", "source_confidence_test"]
@@ -65,15 +65,21 @@ def parse_args():
     parser.add_argument("--learning-rate", type=float, help="prompt SGD learning rate (reference: 0.8)")
     parser.add_argument("--adv-weight", type=float, default=0.5, help="adversarial term weight (reference: 0.5)")
     parser.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE", type=training_override,
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        type=training_override,
         help="any other KiOPTrainingArguments field, e.g. --set temperature=4 oh_weight=2 (the KiOP rows train with "
         "them; the real-data row takes its optimiser and temperature from them, the DFKD row its synthesis)",
     )
     parser.add_argument("--reset-generator", action="store_true", help="re-initialise the generator every round")
     parser.add_argument("--label-mapping", default="random", choices=["random", "frequency"])
     parser.add_argument(
-        "--transfer-limit", type=int, help="the unlabelled row reads only this many source images (a fixed random "
-        "subset), e.g. 640, the size of the synthetic bank at the default budget"
+        "--transfer-limit",
+        type=int,
+        help="the unlabelled row reads only this many source images (a fixed random "
+        "subset), e.g. 640, the size of the synthetic bank at the default budget",
     )
     parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS, help="rows to measure (default: all)")
     parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
@@ -120,10 +126,20 @@ class Bench:
     def training_args(self, name: str, preservation: str, **extra) -> KiOPTrainingArguments:
         a = self.args
         run = dict(
-            rounds=a.rounds, synthesis_steps=a.synthesis_steps, kd_steps=a.kd_steps, batch_size=a.batch_size,
-            learning_rate=a.learning_rate, bn_weight=a.bn_weight, adv_weight=a.adv_weight, reset_generator=a.reset_generator,
-            output_dir=str(self.run_dir(name)), preservation=preservation, seed=self.seed, save_every_rounds=a.rounds,
-            use_cpu=True, label_mapping=a.label_mapping,
+            rounds=a.rounds,
+            synthesis_steps=a.synthesis_steps,
+            kd_steps=a.kd_steps,
+            batch_size=a.batch_size,
+            learning_rate=a.learning_rate,
+            bn_weight=a.bn_weight,
+            adv_weight=a.adv_weight,
+            reset_generator=a.reset_generator,
+            output_dir=str(self.run_dir(name)),
+            preservation=preservation,
+            seed=self.seed,
+            save_every_rounds=a.rounds,
+            use_cpu=True,
+            label_mapping=a.label_mapping,
         )
         return KiOPTrainingArguments(**SCHEDULES[a.schedule] | run | dict(a.set) | extra)
 
@@ -164,7 +180,9 @@ class Bench:
         trainer.train()
         row = self.prompt_row(name, model, time.perf_counter() - start)
         if transfer_data == "synthetic":
-            row |= self.bank_fit(model, trainer.banks[self.task].images) | {"bank_images": len(trainer.banks[self.task])}
+            row |= self.bank_fit(model, trainer.banks[self.task].images) | {
+                "bank_images": len(trainer.banks[self.task])
+            }
         return row
 
     @torch.no_grad()
@@ -206,7 +224,10 @@ class Bench:
         steps = a.rounds * a.kd_steps
         training = self.training_args("real", "B")
         optimizer = torch.optim.SGD(
-            model.prompt.parameters(), lr=training.learning_rate, momentum=training.momentum, weight_decay=training.weight_decay
+            model.prompt.parameters(),
+            lr=training.learning_rate,
+            momentum=training.momentum,
+            weight_decay=training.weight_decay,
         )
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
         for _ in range(steps):
@@ -229,7 +250,9 @@ class Bench:
         a = self.args
         torch.manual_seed(self.seed)
         start = time.perf_counter()
-        network = timm.create_model("test_resnet", num_classes=self.source.num_labels, in_chans=self.source.num_channels)
+        network = timm.create_model(
+            "test_resnet", num_classes=self.source.num_labels, in_chans=self.source.num_channels
+        )
         mean, std = self.source.mean, self.source.std
         student = lambda x: network((x - mean) / std)  # noqa: E731
         training = self.training_args("dfkd", "none")
@@ -308,7 +331,9 @@ def main():
         f"({args.synthesis_steps} synthesis + {args.kd_steps} KD steps), batch {args.batch_size}, seeds {args.seeds}; "
         f"the target has {sum(p.numel() for p in bench.target.parameters()):,} parameters"
     )
-    columns = f"{'method':<34}{'source acc':>18}{'target acc':>11}{'drop (pts)':>11}{'params':>10}{'bytes':>11}{'wall s':>9}"
+    columns = (
+        f"{'method':<34}{'source acc':>18}{'target acc':>11}{'drop (pts)':>11}{'params':>10}{'bytes':>11}{'wall s':>9}"
+    )
     runs = {
         "untrained": bench.untrained, "B": lambda: bench.kiop("B"), "BF": lambda: bench.kiop("BF"),
         "unlabelled": lambda: bench.kiop("B", "unlabelled"), "real": bench.real_data_prompt, "dfkd": bench.dfkd_student,
@@ -324,7 +349,9 @@ def main():
         per_seed += measured
         rows.append(summarise(measured))
         if args.json:
-            Path(args.json).write_text(json.dumps({"setting": vars(args), "rows": rows, "runs": per_seed}, indent=2) + "\n")
+            Path(args.json).write_text(
+                json.dumps({"setting": vars(args), "rows": rows, "runs": per_seed}, indent=2) + "\n"
+            )
     print(f"\n{header}\n{columns}")
     for row in rows:
         print(format_row(row))

@@ -30,7 +30,11 @@ from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo
 
-METHODS = {"cmi": CMI_SCHEDULE, "fast": DEFAULT_SCHEDULE, "deepinversion": CMI_SCHEDULE | {"synthesizer": "deepinversion"}}
+METHODS = {
+    "cmi": CMI_SCHEDULE,
+    "fast": DEFAULT_SCHEDULE,
+    "deepinversion": CMI_SCHEDULE | {"synthesizer": "deepinversion"},
+}
 
 
 def main():
@@ -43,7 +47,9 @@ def main():
     source, target = load_classifier(DEFAULT_ROOT / DEFAULT_SOURCE), load_classifier(DEFAULT_ROOT / DEFAULT_TARGET)
     task = specs[DEFAULT_SOURCE].dataset
     model = KiOPModel.from_models(target, {task: source}, image_size=32, ring_sizes=[36, 64])
-    trainer = KiOPTrainer(model, {task: source}, KiOPTrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=True, **CMI_SCHEDULE))
+    trainer = KiOPTrainer(
+        model, {task: source}, KiOPTrainingArguments(output_dir=tempfile.mkdtemp(), use_cpu=True, **CMI_SCHEDULE)
+    )
     trainer.setup()
     trainer.synthesize()  # fill the banks once
 
@@ -68,17 +74,22 @@ def main():
             times[label].append(time.perf_counter() - start)
     seconds = {label: statistics.median(values) for label, values in times.items()}
 
-    print(f"torch threads: {torch.get_num_threads()}, batch {CMI_SCHEDULE['batch_size']}, median of {args.repeats}, interleaved")
+    print(
+        f"torch threads: {torch.get_num_threads()}, batch {CMI_SCHEDULE['batch_size']}, median of {args.repeats}, interleaved"
+    )
     for label, value in seconds.items():
         print(f"{label:<62}{value:>8.3f} s")
     figures = {}
     for precision in precisions:
+
         def round_of(method: str) -> float:  # one synthesis round over both inverted models (BF)
             return sum(v for k, v in seconds.items() if k.startswith(f"{method} round") and k.endswith(precision))
 
         figures[f"fast / cmi round, {precision}"] = round_of("fast") / round_of("cmi")
     for label in [k for k in seconds if k.endswith("fp32")]:
-        figures[f"bf16 / fp32: {label.removesuffix(', fp32')}"] = seconds[label.replace("fp32", "bf16")] / seconds[label]
+        figures[f"bf16 / fp32: {label.removesuffix(', fp32')}"] = (
+            seconds[label.replace("fp32", "bf16")] / seconds[label]
+        )
     print()
     for label, value in figures.items():
         print(f"{label:<70}{value:>6.3f}")

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from kiop_hf import KiOPModel
-from kiop_hf.data import dataset_tensors, images_to_tensor, to_unit_range
+from kiop_hf.data import dataset_tensors, images_to_tensor
+from kiop_hf.pixels import to_unit_range
 
 
 def parse_args(argv=None):

@@ -10,7 +10,7 @@ import math
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .data import to_unit_range
+from .pixels import to_unit_range
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -38,7 +38,10 @@ def image_grid(images: torch.Tensor, columns: int = 8, scale: int = 2, padding: 
     grid = Image.new("RGB", (columns * (size + padding) + padding, rows * (size + padding) + padding), "white")
     for index, image in enumerate(images):
         row, column = divmod(index, columns)
-        grid.paste(to_pil(image, scale).convert("RGB"), (padding + column * (size + padding), padding + row * (size + padding)))
+        grid.paste(
+            to_pil(image, scale).convert("RGB"),
+            (padding + column * (size + padding), padding + row * (size + padding)),
+        )
     return grid
 
 
@@ -66,7 +69,7 @@ def line_plot(series: dict[str, list[float]], x_label: str, y_label: str, size=(
     draw.rectangle([left, top, width - right, height - bottom], outline="black")
     for fraction in (0.0, 0.5, 1.0):
         value = y0 + fraction * (y1 - y0)
-        label = f"{10 ** value:.3g}" if log else f"{value:.3g}"
+        label = f"{10**value:.3g}" if log else f"{value:.3g}"
         y = top + (height - top - bottom) * (1 - fraction)
         draw.text((4, y - 6), label, fill="black", font=font)
     for i in sorted({0, length // 2, length - 1}):
@@ -81,6 +84,8 @@ def line_plot(series: dict[str, list[float]], x_label: str, y_label: str, size=(
             draw.line(points, fill=colour, width=2)
         for x, y in points:
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
-        draw.line([width - right + 10, top + 8 + 16 * index, width - right + 30, top + 8 + 16 * index], fill=colour, width=3)
+        draw.line(
+            [width - right + 10, top + 8 + 16 * index, width - right + 30, top + 8 + 16 * index], fill=colour, width=3
+        )
         draw.text((width - right + 36, top + 2 + 16 * index), name, fill="black", font=font)
     return plot

@@ -79,8 +79,13 @@ def random_states(device: torch.device) -> dict:
     kind, keys, position, has_gauss, cached = np.random.get_state()
     state = {
         "python": {"version": version, "state": list(python_state), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},  # fmt: skip
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if device.type == "cuda":
@@ -133,7 +138,9 @@ def read_checkpoint(folder: str | os.PathLike, rank: int) -> dict:
     tensors_file, values_file = folder / f"run_state_{rank}.safetensors", folder / f"run_state_{rank}.json"
     for path in (tensors_file, values_file):
         if not path.is_file():
-            raise FileNotFoundError(f"{folder} is not a complete kiop_hf checkpoint for process {rank}: no {path.name}")
+            raise FileNotFoundError(
+                f"{folder} is not a complete kiop_hf checkpoint for process {rank}: no {path.name}"
+            )
     try:
         values = json.loads(values_file.read_text())
     except json.JSONDecodeError as error:
@@ -152,4 +159,3 @@ def check_fingerprint(recorded: dict, current: dict, folder: Path, overrides=())
             f"{folder} belongs to a different run ({details}); resume with the same settings (resume_overrides "
             "allows a new number of rounds), or train into a new output_dir"
         )
-

@@ -17,9 +17,9 @@ from huggingface_hub import HfApi, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 from torch import nn
 
-from .channels import match_channels
 from .clip import is_clip_config, load_zero_shot
 from .configuration_kiop import LIBRARIES
+from .pixels import match_channels
 
 _TIMM_PREFIX = "hf-hub:"
 
@@ -165,7 +165,9 @@ def _wrap_module(model, class_names, image_size, mean, std) -> FrozenClassifier:
         with torch.no_grad():
             logits = model(torch.zeros(1, len(mean), image_size, image_size))
         model.train(was_training)
-        class_names = [str(i) for i in range((logits if isinstance(logits, torch.Tensor) else logits.logits).shape[-1])]
+        class_names = [
+            str(i) for i in range((logits if isinstance(logits, torch.Tensor) else logits.logits).shape[-1])
+        ]
     return FrozenClassifier(model, class_names=class_names, image_size=image_size, mean=mean, std=std)
 
 

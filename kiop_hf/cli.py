@@ -44,7 +44,9 @@ def _arguments_parser(dataclasses, **kwargs) -> HfArgumentParser:
 
 def train_parser() -> HfArgumentParser:
     """``kiop-hf train``'s flags: every field of the script and training arguments, with its help."""
-    parser = _arguments_parser((KiOPScriptArguments, KiOPTrainingArguments), prog="kiop-hf train", description=TRAIN_HELP)
+    parser = _arguments_parser(
+        (KiOPScriptArguments, KiOPTrainingArguments), prog="kiop-hf train", description=TRAIN_HELP
+    )
     parser.add_argument("--config", help="a YAML or JSON file of the same arguments (flags given here override it)")
     return parser
 
@@ -71,8 +73,10 @@ def parse_train_args(argv: list[str]) -> tuple[KiOPScriptArguments, KiOPTraining
     unknown = sorted(set(config) - known)
     if unknown:
         raise SystemExit(f"{config_path} sets unknown arguments {unknown}; see kiop-hf train --help")
-    config = {k: [f"{n}={v}" for n, v in v.items()] if k in ("source", "eval") and isinstance(v, dict) else v
-              for k, v in config.items()}
+    config = {
+        k: [f"{n}={v}" for n, v in v.items()] if k in ("source", "eval") and isinstance(v, dict) else v
+        for k, v in config.items()
+    }
     parser.set_defaults(**config)
     models = parser.parse_known_args(argv)[0]
     if models.target is None and not models.source:
@@ -125,11 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     zoo.add_argument("--root", default=str(DEFAULT_ROOT), help="folder of the zoo (default: %(default)s)")
     zoo.set_defaults(func=_zoo)
 
-    commands.add_parser("train", help=TRAIN_HELP.split(". ")[0].lower(), add_help=False)  # parsed by train_parser() from the dataclasses
+    commands.add_parser(
+        "train", help=TRAIN_HELP.split(". ")[0].lower(), add_help=False
+    )  # parsed by train_parser() from the dataclasses
     evaluate = commands.add_parser("evaluate", help="accuracy of a saved or published prompt on labelled test sets")
     evaluate.add_argument("prompt", help="prompt folder or Hub id")
     evaluate.add_argument("--revision", help="prompt revision (branch, tag or commit)")
-    evaluate.add_argument("--eval", action="append", required=True, metavar="TASK=DATASET", help="test set of a task (repeat)")
+    evaluate.add_argument(
+        "--eval", action="append", required=True, metavar="TASK=DATASET", help="test set of a task (repeat)"
+    )
     evaluate.add_argument("--eval-limit", type=int, help="evaluate on at most this many test images per task")
     evaluate.set_defaults(func=_evaluate)
 

@@ -51,7 +51,9 @@ class ZeroShotClassifier(nn.Module):
 
 
 @torch.no_grad()
-def class_text_vectors(model: nn.Module, tokenizer, class_names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+def class_text_vectors(
+    model: nn.Module, tokenizer, class_names: Sequence[str], templates: Sequence[str]
+) -> torch.Tensor:
     """(classes, dim) class vectors: each class's normalised text features averaged over templates, renormalised."""
     # SigLIP-family text towers were trained on max-length padding and pool the last token
     padding = "max_length" if model.config.model_type.startswith("siglip") else True
@@ -78,13 +80,17 @@ def load_zero_shot(
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
     if not class_names:
-        raise ValueError(f"{name} is a CLIP-family model, which classifies zero-shot: pass class_names= (and templates=)")
+        raise ValueError(
+            f"{name} is a CLIP-family model, which classifies zero-shot: pass class_names= (and templates=)"
+        )
     model = AutoModel.from_pretrained(name, revision=revision, use_safetensors=True).eval()
     if class_vectors is None:
         tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
         class_vectors = class_text_vectors(model, tokenizer, class_names, templates or DEFAULT_TEMPLATES)
     elif class_vectors.shape[0] != len(class_names):
-        raise ValueError(f"{len(class_names)} class names but {class_vectors.shape[0]} stored class vectors for {name}")
+        raise ValueError(
+            f"{len(class_names)} class names but {class_vectors.shape[0]} stored class vectors for {name}"
+        )
     if getattr(model, "text_model", None) is not None:
         model.text_model = None  # from here on only the image tower runs
     processor = AutoImageProcessor.from_pretrained(name, revision=revision)

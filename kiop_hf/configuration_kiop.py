@@ -10,11 +10,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from transformers import PretrainedConfig
 from transformers.utils import CONFIG_NAME, logging
 
-from .channels import can_convert_channels
+from .pixels import can_convert_channels
 
 logger = logging.get_logger(__name__)
 
@@ -76,7 +75,9 @@ class KiOPPromptConfig(PretrainedConfig):
         image_size = _check_int("image_size", image_size, MAX_SIDE)
         num_channels = _check_int("num_channels", num_channels, MAX_CHANNELS)
         if not isinstance(ring_sizes, (list, tuple)) or len(ring_sizes) > MAX_SOURCES + 1:
-            raise ValueError(f"ring_sizes must be a list of at most {MAX_SOURCES + 1} canvas sides, got {ring_sizes!r:.100}")
+            raise ValueError(
+                f"ring_sizes must be a list of at most {MAX_SOURCES + 1} canvas sides, got {ring_sizes!r:.100}"
+            )
         ring_sizes = [_check_int(f"ring_sizes[{i}]", size, MAX_SIDE) for i, size in enumerate(ring_sizes)]
         if target_num_labels is not None:
             target_num_labels = _check_int("target_num_labels", target_num_labels, MAX_LABELS)
@@ -89,10 +90,14 @@ class KiOPPromptConfig(PretrainedConfig):
             raise ValueError(f"target_library must be one of {LIBRARIES} or null, got {target_library!r}")
         if label_mapping not in LABEL_MAPPINGS:
             raise ValueError(f"label_mapping must be one of {LABEL_MAPPINGS}, got {label_mapping!r}")
-        if data_regime is not None and not (isinstance(data_regime, dict) and all(isinstance(v, str) for v in data_regime.values())):
+        if data_regime is not None and not (
+            isinstance(data_regime, dict) and all(isinstance(v, str) for v in data_regime.values())
+        ):
             raise TypeError(f"data_regime must be an object of strings or null, got {data_regime!r}")
         for name, stats in (("target_mean", target_mean), ("target_std", target_std)):
-            if stats is not None and not (isinstance(stats, (list, tuple)) and len(stats) <= MAX_CHANNELS and all(map(_finite, stats))):
+            if stats is not None and not (
+                isinstance(stats, (list, tuple)) and len(stats) <= MAX_CHANNELS and all(map(_finite, stats))
+            ):
                 raise ValueError(f"{name} must be a list of finite numbers, one per channel, got {stats!r}")
         if target_class_names is not None:
             _check_names("target_class_names", target_class_names)
@@ -176,12 +181,9 @@ class KiOPPromptConfig(PretrainedConfig):
                 raise ValueError(f"{name} needs {self.num_channels} values (one per channel), got {stats}")
         if self.target_std is not None and any(v <= 0 for v in self.target_std):
             raise ValueError(f"target_std must be positive, got {self.target_std}")
-        if self.target_class_names is not None and self.target_num_labels is not None:
-            if len(self.target_class_names) != self.target_num_labels:
-                raise ValueError(
-                    f"target_class_names has {len(self.target_class_names)} names but target_num_labels is "
-                    f"{self.target_num_labels}"
-                )
+        names, count = self.target_class_names, self.target_num_labels
+        if names is not None and count is not None and len(names) != count:
+            raise ValueError(f"target_class_names has {len(names)} names but target_num_labels is {count}")
         self._check_sources()
 
     def _check_sources(self) -> None:
@@ -244,8 +246,10 @@ def _normalise_source(source: dict[str, Any], num_channels: int, image_size: int
     if unknown:
         raise ValueError(f"a source entry has unknown keys {unknown}; it takes {list(SOURCE_KEYS)}")
     name = source["name"]
-    if not isinstance(name, str) or not name or name.startswith(".") or any(c in name for c in '/\\\0'):
-        raise ValueError(f"a source name must be a non-empty string usable as a file name (no '/', '\\', leading '.'), got {name!r}")
+    if not isinstance(name, str) or not name or name.startswith(".") or any(c in name for c in "/\\\0"):
+        raise ValueError(
+            f"a source name must be a non-empty string usable as a file name (no '/', '\\', leading '.'), got {name!r}"
+        )
     for key in ("name_or_path", "revision"):
         if source.get(key) is not None and not isinstance(source[key], str):
             raise TypeError(f"source {name!r}: {key} must be a string or null, got {source[key]!r}")
@@ -254,10 +258,15 @@ def _normalise_source(source: dict[str, Any], num_channels: int, image_size: int
     if isinstance(label_map, (np.ndarray, torch.Tensor)) and label_map.ndim == 1:
         label_map = label_map.tolist()
     if not isinstance(label_map, (list, tuple)) or not all(_is_integer(i) for i in label_map):
-        raise TypeError(f"source {name!r}: label_map must be a list of integers (target classes), got {label_map!r:.200}")
+        raise TypeError(
+            f"source {name!r}: label_map must be a list of integers (target classes), got {label_map!r:.200}"
+        )
     label_map = [operator.index(i) for i in label_map]
     entry = {key: source.get(key) for key in SOURCE_KEYS}
-    entry |= {"num_channels": source.get("num_channels", num_channels), "image_size": source.get("image_size", image_size)}
+    entry |= {
+        "num_channels": source.get("num_channels", num_channels),
+        "image_size": source.get("image_size", image_size),
+    }
     entry["num_channels"] = _check_int(f"source {name!r}: num_channels", entry["num_channels"], MAX_CHANNELS)
     # positivity of the size is checked with the other source fields
     entry["image_size"] = _check_int(f"source {name!r}: image_size", entry["image_size"], MAX_SIDE, minimum=-MAX_SIDE)
@@ -266,8 +275,15 @@ def _normalise_source(source: dict[str, Any], num_channels: int, image_size: int
 
 def _is_integer(value) -> bool:
     """Python, NumPy and 0-d torch integers (not booleans)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) or (
-        isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool
+    return (
+        isinstance(value, numbers.Integral)
+        and not isinstance(value, (bool, np.bool_))
+        or (
+            isinstance(value, torch.Tensor)
+            and value.ndim == 0
+            and not value.is_floating_point()
+            and value.dtype != torch.bool
+        )
     )
 
 
@@ -302,7 +318,9 @@ def _check_transformers_kwargs(kwargs: dict) -> None:
 
 def _known_transformers_keys() -> set[str]:
     if not _KNOWN:
-        _KNOWN.update(PretrainedConfig().to_dict(), {"num_labels", "transformers_version", "architectures", "model_type"})
+        _KNOWN.update(
+            PretrainedConfig().to_dict(), {"num_labels", "transformers_version", "architectures", "model_type"}
+        )
     return _KNOWN
 
 

@@ -1,12 +1,12 @@
-"""Real images in, uint8 tensors out: the one conversion behind evaluation sets and preservation/transfer sets."""
+"""Real image sets in, uint8 tensors out: evaluation sets and preservation/transfer sets, from datasets or folders."""
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
-from PIL import Image
+
+from .pixels import pil_to_pixels, to_uint8
 
 
 def load_image_dataset(source, split: str = "train"):
@@ -37,16 +37,9 @@ def image_column(dataset) -> str:
 
 
 def images_to_tensor(images, image_size: int, num_channels: int) -> torch.Tensor:
-    """PIL images -> (N, C, H, W) uint8, converted to ``num_channels`` and resized to ``image_size`` if needed."""
-    mode = "L" if num_channels == 1 else "RGB"
-    arrays = []
-    for image in images:
-        image = image.convert(mode)
-        if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.BILINEAR)
-        array = np.asarray(image)
-        arrays.append(array[..., None] if array.ndim == 2 else array)
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    """PIL images of any size and mode -> (N, C, H, W) uint8 at ``image_size`` with ``num_channels``, converted by
+    the same functions the models' inputs go through (``pixels.pil_to_pixels``)."""
+    return torch.stack([to_uint8(pil_to_pixels(image, image_size, num_channels)) for image in images])
 
 
 def dataset_tensors(
@@ -59,9 +52,3 @@ def dataset_tensors(
     images = images_to_tensor(dataset[image_column(dataset)], image_size, num_channels)
     labels = torch.tensor(dataset["label"]) if "label" in dataset.column_names else None
     return images, labels
-
-
-def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float pixels in [0, 1]; float images pass unchanged."""
-    return images.float().div(255.0) if images.dtype == torch.uint8 else images
-

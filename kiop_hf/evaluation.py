@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from .configuration_kiop import TARGET_TASK
-from .data import dataset_tensors, image_column, load_image_dataset, to_unit_range
+from .data import dataset_tensors, image_column, load_image_dataset
 from .modeling_kiop import KiOPModel
+from .pixels import to_unit_range
 
 ACCURACY_METRIC = Path(__file__).parent / "metrics" / "accuracy"
 
@@ -35,7 +37,9 @@ def check_test_set(task: str, test_set, num_classes: int) -> None:
             raise ValueError(f"the {where} must be (images, labels), got a tuple of {len(test_set)}")
         images, labels = test_set
         if not (isinstance(images, torch.Tensor) and images.ndim == 4):
-            raise ValueError(f"the {where}: images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+            raise ValueError(
+                f"the {where}: images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}"
+            )
         labels = torch.as_tensor(labels)
         if labels.ndim != 1 or len(labels) != len(images):
             raise ValueError(f"the {where}: {len(images)} images need as many labels, got shape {tuple(labels.shape)}")
@@ -53,7 +57,9 @@ def check_test_set(task: str, test_set, num_classes: int) -> None:
         raise ValueError(f"the {where} has label {bad!r}; the task has {num_classes} classes (0 to {num_classes - 1})")
 
 
-def evaluate_tasks(model: KiOPModel, test_sets: dict, batch_size: int = 256, limit: int | None = None) -> dict[str, float]:
+def evaluate_tasks(
+    model: KiOPModel, test_sets: dict, batch_size: int = 256, limit: int | None = None
+) -> dict[str, float]:
     """Accuracy per task on real labelled test sets (task name -> dataset, path, or (images, labels) tensors).
 
     For the target's own task (``"target"``) it reports the accuracy with the core ring attached and without any
@@ -70,12 +76,14 @@ def evaluate_tasks(model: KiOPModel, test_sets: dict, batch_size: int = 256, lim
         else:
             images, labels = dataset_tensors(test_set, config.image_size, channels, "test", limit)
 
-        def score(classify) -> float:
-            predictions = predict(classify, images, device, batch_size)
-            return metric.compute(predictions=predictions, references=labels)["accuracy"]
-
-        results[task] = score(lambda x: model(x, task=task))
+        score = partial(_accuracy, metric, images=images, labels=labels, device=device, batch_size=batch_size)
+        results[task] = score(partial(model, task=task))
         if task == TARGET_TASK:
             results["target/unprompted"] = score(model.target)
             results["target/retention_drop"] = 100 * (results["target/unprompted"] - results[TARGET_TASK])
     return results
+
+
+def _accuracy(metric, classify, images, labels, device, batch_size) -> float:
+    predictions = predict(classify, images, device, batch_size)
+    return metric.compute(predictions=predictions, references=labels)["accuracy"]

@@ -20,7 +20,6 @@ from .configuration_kiop import KiOPPromptConfig
 from .saving import PROMPT_FILES, PUBLISHED, finish_interrupted_save
 
 
-
 def create_prompt_repo(repo_id: str, *, private: bool | None = None, token: str | None = None) -> str:
     """Create ``repo_id`` if needed and return it as ``namespace/name`` (a bare name goes to the logged-in user), so
     a card can name the repo it will be loaded from."""
@@ -62,7 +61,9 @@ def upload_prompt_folder(
     )
 
 
-def push_prompt_folder(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None, **kwargs) -> CommitInfo:
+def push_prompt_folder(
+    folder: str | os.PathLike, repo_id: str, *, private: bool | None = None, **kwargs
+) -> CommitInfo:
     """Create ``repo_id`` if needed and upload the saved prompt ``folder`` (``kiop-hf push``); keyword arguments
     as for ``upload_prompt_folder``."""
     repo_id = create_prompt_repo(repo_id, private=private, token=kwargs.get("token"))

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 
 
-def kl_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def kl_per_sample(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """KL(softmax(teacher / T) || softmax(student / T)) for each sample, in fp32 (also under mixed precision)."""
     teacher = F.log_softmax(teacher_logits.float() / temperature, dim=1)
     student = F.log_softmax(student_logits.float() / temperature, dim=1)

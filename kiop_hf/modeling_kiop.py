@@ -14,11 +14,11 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 
-from .channels import match_channels
 from .classifiers import FrozenClassifier, load_classifier
 from .clip import load_class_vectors, save_class_vectors
 from .configuration_kiop import TARGET_TASK, KiOPPromptConfig
 from .label_mapping import random_label_maps
+from .pixels import checked_pixels, match_channels
 from .saving import staged_save
 
 
@@ -87,7 +87,9 @@ class KiOPVisualPrompt(PreTrainedModel):
         """Load a saved or published prompt: safetensors only, every ring present with its exact shape."""
         from .hub import check_prompt_repo
 
-        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "token", "force_download", "local_files_only") if k in kwargs}
+        hub_kwargs = {
+            k: kwargs[k] for k in ("cache_dir", "token", "force_download", "local_files_only") if k in kwargs
+        }
         check_prompt_repo(pretrained_model_name_or_path, revision, **hub_kwargs)
         kwargs |= {"use_safetensors": True, "output_loading_info": True}
         corrupt = f"{os.fspath(pretrained_model_name_or_path)!r}: model.safetensors does not match its config.json"
@@ -98,9 +100,13 @@ class KiOPVisualPrompt(PreTrainedModel):
         except RuntimeError as error:  # transformers refuses ring tensors of the wrong shape
             raise ValueError(f"{corrupt}; the prompt repo is corrupt or was edited ({error})") from error
         except SafetensorError as error:
-            raise ValueError(f"{os.fspath(pretrained_model_name_or_path)!r}: model.safetensors is not a readable "
-                             f"safetensors file ({error})") from error  # fmt: skip
-        problems = {key: info.get(key) for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(key)}
+            raise ValueError(
+                f"{os.fspath(pretrained_model_name_or_path)!r}: model.safetensors is not a readable "
+                f"safetensors file ({error})"
+            ) from error
+        problems = {
+            key: info.get(key) for key in ("missing_keys", "unexpected_keys", "mismatched_keys") if info.get(key)
+        }
         if problems:
             raise ValueError(f"{corrupt} ({problems}); the prompt repo is corrupt or was edited")
         return prompt
@@ -157,39 +163,12 @@ def _warn_if_another_target(config: KiOPPromptConfig, target: FrozenClassifier) 
         )
 
 
-def checked_pixels(pixel_values) -> torch.Tensor:
-    """The model boundary: a (batch, C, H, W) float tensor of unnormalised pixels in [0, 1].
-
-    uint8 images (0-255) are divided by 255 and float64 is cast to float32, the two unambiguous conversions;
-    anything else that is not such a batch is refused with what was expected: a missing batch dimension,
-    channels-last or 5-D tensors, float pixels in 0-255, NaN or infinite pixels.
-    """
-    expected = "a batch of images (batch, channels, height, width) with pixels in [0, 1]"
-    if not isinstance(pixel_values, torch.Tensor):
-        raise TypeError(f"expected {expected} as a torch.Tensor, got {type(pixel_values).__name__}")
-    shape = tuple(pixel_values.shape)
-    if pixel_values.ndim != 4:
-        hint = "; add the batch dimension with images.unsqueeze(0)" if pixel_values.ndim == 3 else ""
-        raise ValueError(f"expected {expected}, got a {pixel_values.ndim}-D tensor of shape {shape}{hint}")
-    if shape[1] not in (1, 3) and shape[-1] in (1, 3):
-        raise ValueError(f"expected {expected}, got shape {shape}, which looks channels-last; use images.permute(0, 3, 1, 2)")
-    if pixel_values.dtype == torch.uint8:
-        return pixel_values.float().div(255.0)
-    if not pixel_values.is_floating_point():
-        raise TypeError(f"expected {expected} as floats (or uint8 0-255), got dtype {pixel_values.dtype}")
-    if pixel_values.dtype == torch.float64:
-        pixel_values = pixel_values.float()
-    low, high = pixel_values.aminmax()
-    if not (torch.isfinite(low) & torch.isfinite(high)):  # a NaN anywhere makes both NaN
-        raise ValueError(f"expected {expected}; the images hold NaN or infinite pixels")
-    if low < -1e-3 or high > 1 + 1e-3:
-        hint = " (normalised images? the model normalises itself)" if low < 0 else " (pixels in 0-255? divide by 255)"
-        raise ValueError(f"expected {expected}, got pixels from {low.item():.3g} to {high.item():.3g}{hint}")
-    return pixel_values
-
-
 class KiOPModel(nn.Module):
     """A frozen target with its prompt: ``model(pixel_values, task=...)`` returns that task's logits.
+
+    ``pixel_values`` are **unnormalised pixels in [0, 1]** (batch, C, H, W) at the prompt's ``image_size`` (uint8
+    0-255 is divided by 255); the target normalises them itself. ``kiop_hf.pixels.prepare`` brings images of other
+    sizes, channel counts or dtypes there, as training and evaluation do.
 
     ``task=None`` (or ``"target"``) is the target's own task, seen through the core ring with all target classes.
     A source task's images go through rings ``0..k + 1`` and its logits are read through the source's label map.
@@ -307,13 +286,18 @@ class KiOPModel(nn.Module):
                     revision=config.target_revision if recorded else None,
                     library=config.target_library if recorded else None,
                     class_names=config.target_class_names if zero_shot else None,
-                    class_vectors=load_class_vectors(prompt_name_or_path, revision)[TARGET_TASK] if zero_shot else None,
+                    class_vectors=load_class_vectors(prompt_name_or_path, revision)[TARGET_TASK]
+                    if zero_shot
+                    else None,
                 )
             else:  # a bare module gets the preprocessing the prompt recorded
                 target = load_classifier(
-                    target, class_names=config.target_class_names, image_size=config.target_image_size,
-                    mean=config.target_mean, std=config.target_std,
-                )  # fmt: skip
+                    target,
+                    class_names=config.target_class_names,
+                    image_size=config.target_image_size,
+                    mean=config.target_mean,
+                    std=config.target_std,
+                )
         if config.target_image_size is not None and target.image_size != config.target_image_size:
             raise ValueError(
                 f"the prompt was made for a target with {config.target_image_size}px inputs, but "

@@ -13,8 +13,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpointing import CHECKPOINTS, check_fingerprint, latest_checkpoint, random_states, read_checkpoint
-from .checkpointing import set_random_states
+from .checkpointing import (
+    CHECKPOINTS,
+    check_fingerprint,
+    latest_checkpoint,
+    random_states,
+    read_checkpoint,
+    set_random_states,
+)
 
 # Training arguments that define a run: a resumed run must have the same ones.
 RUN_DEFINING = (
@@ -96,7 +102,9 @@ def restore(trainer, folder: str | Path | None) -> None:
         raise FileNotFoundError(f"no checkpoint to resume from under {Path(args.output_dir) / CHECKPOINTS}")
     state = read_checkpoint(folder, trainer.accelerator.process_index)
     if "run" not in state or "fingerprint" not in state["run"]:
-        raise ValueError(f"{folder} was written by an earlier kiop_hf (accelerate's pickled format) and cannot be resumed")
+        raise ValueError(
+            f"{folder} was written by an earlier kiop_hf (accelerate's pickled format) and cannot be resumed"
+        )
     run = state["run"]
     check_fingerprint(run["fingerprint"], fingerprint(trainer), folder, args.resume_overrides)
     trainer.round, trainer.history = run["round"], run["history"]
@@ -107,7 +115,10 @@ def restore(trainer, folder: str | Path | None) -> None:
             ring.copy_(state["prompt"][str(i)])
     optimizer = state["optimizer"]
     trainer.optimizer.load_state_dict(
-        {"state": {int(k): v for k, v in optimizer.get("state", {}).items()}, "param_groups": optimizer["param_groups"]}
+        {
+            "state": {int(k): v for k, v in optimizer.get("state", {}).items()},
+            "param_groups": optimizer["param_groups"],
+        }
     )
     trainer.scheduler.load_state_dict(state["scheduler"])
     if trainer.scheduler.T_max != args.rounds * args.kd_steps:  # resume_overrides: a new number of rounds

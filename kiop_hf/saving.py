@@ -24,7 +24,15 @@ PROMPT_FILES = ("config.json", "model.safetensors")
 # What a prompt folder consists of, and all that publishing it uploads: a training folder also holds checkpoints
 # and tracker logs, and a user's folder may hold anything (a .env, private data), none of which may leave the
 # machine by accident. A save replaces these files and removes those of an earlier save it did not write.
-PUBLISHED = [*PROMPT_FILES, CLASS_VECTORS_FILE, "README.md", "results.json", PROMPT_PICTURE, CURVES_PICTURE, "samples_*.png"]
+PUBLISHED = [
+    *PROMPT_FILES,
+    CLASS_VECTORS_FILE,
+    "README.md",
+    "results.json",
+    PROMPT_PICTURE,
+    CURVES_PICTURE,
+    "samples_*.png",
+]
 
 
 def _staging(folder: Path) -> Path:

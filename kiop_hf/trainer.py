@@ -18,7 +18,6 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
@@ -27,14 +26,16 @@ from . import run_state
 from .checkpointing import next_index, write_checkpoint
 from .classifiers import FrozenClassifier
 from .configuration_kiop import TARGET_TASK
-from .data import dataset_tensors, to_unit_range
+from .data import dataset_tensors
 from .evaluation import check_test_set, evaluate_tasks
 from .label_mapping import frequency_label_maps
 from .losses import distillation_loss
 from .modeling_kiop import KiOPModel
+from .pixels import resize, to_unit_range
 from .saving import staged_save
 from .synthesis import DataBank, make_synthesizer
 from .training_args import KiOPTrainingArguments
+
 
 class KiOPTrainer:
     """Trains ``model``'s prompt to carry the knowledge of ``sources`` (task name -> frozen classifier).
@@ -64,19 +65,29 @@ class KiOPTrainer:
     ):
         config = model.config
         if sorted(sources) != sorted(config.source_names):
-            raise ValueError(f"the prompt serves sources {config.source_names}, but sources for {sorted(sources)} were given")
+            raise ValueError(
+                f"the prompt serves sources {config.source_names}, but sources for {sorted(sources)} were given"
+            )
         for name, source in sources.items():
             expected = config.source(name)["class_names"]
             if source.num_labels != len(expected):
-                raise ValueError(f"source {name!r} has {source.num_labels} classes; the prompt's label map expects {len(expected)}")
+                raise ValueError(
+                    f"source {name!r} has {source.num_labels} classes; the prompt's label map expects {len(expected)}"
+                )
         if args.preservation == "B" and preservation_images is None:
-            raise ValueError('preservation="B" needs preservation_images: unlabelled real images of the target\'s domain')
+            raise ValueError(
+                'preservation="B" needs preservation_images: unlabelled real images of the target\'s domain'
+            )
         if args.preservation != "B" and preservation_images is not None:
-            raise ValueError(f'preservation_images were given but preservation="{args.preservation}" would ignore them; '
-                             'set preservation="B" to preserve the target with them')  # fmt: skip
+            raise ValueError(
+                f'preservation_images were given but preservation="{args.preservation}" would ignore them; '
+                'set preservation="B" to preserve the target with them'
+            )
         unknown_weights = sorted(set(args.source_weights or {}) - set(sources))
         if unknown_weights:
-            raise ValueError(f"source_weights names unknown tasks {unknown_weights}; the sources are {sorted(sources)}")
+            raise ValueError(
+                f"source_weights names unknown tasks {unknown_weights}; the sources are {sorted(sources)}"
+            )
         unknown = sorted(set(eval_sets or {}) - set(config.task_names))
         if unknown:
             raise ValueError(f"eval_sets names unknown tasks {unknown}; this prompt's tasks are {config.task_names}")
@@ -86,8 +97,10 @@ class KiOPTrainer:
         if args.transfer_data != "synthetic":
             transfer_images = _per_source(transfer_images, sources, args.transfer_data)
         elif transfer_images is not None:
-            raise ValueError('transfer_images were given but transfer_data="synthetic" would ignore them; set '
-                             'transfer_data="unlabelled" or "mixed"')  # fmt: skip
+            raise ValueError(
+                'transfer_images were given but transfer_data="synthetic" would ignore them; set '
+                'transfer_data="unlabelled" or "mixed"'
+            )
         self.model = model
         self.sources = sources
         self.args = args
@@ -95,10 +108,14 @@ class KiOPTrainer:
             cpu=args.use_cpu,
             mixed_precision=args.mixed_precision,
             log_with=args.report_to or None,
-            project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")),
+            project_config=ProjectConfiguration(
+                project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs")
+            ),
         )
         if self.accelerator.mixed_precision == "fp16":  # e.g. from `accelerate config`: bf16 needs no loss scaling
-            raise ValueError("mixed_precision fp16 is not supported (the prompt's gradients are not loss-scaled); use bf16")
+            raise ValueError(
+                "mixed_precision fp16 is not supported (the prompt's gradients are not loss-scaled); use bf16"
+            )
         self.preservation_images = preservation_images
         self.transfer_images = transfer_images
         self.eval_sets = eval_sets or {}
@@ -133,7 +150,9 @@ class KiOPTrainer:
         for source in self.sources.values():
             source.to(device)
         kwargs = args.synthesizer_kwargs()
-        self.synthesizers = {name: make_synthesizer(args.synthesizer, m, **kwargs) for name, m in self._inverted_models().items()}
+        self.synthesizers = {
+            name: make_synthesizer(args.synthesizer, m, **kwargs) for name, m in self._inverted_models().items()
+        }
         for name, synthesizer in self.synthesizers.items():
             self.accelerator.print(f"synthesis of {name!r}: {synthesizer.describe_terms()}")
         self.banks = {name: DataBank(args.data_bank_size) for name in self.synthesizers}
@@ -159,16 +178,9 @@ class KiOPTrainer:
 
     # -- the two periods ----------------------------------------------------------------------------------------
 
-    def _to_prompt_size(self, images: torch.Tensor) -> torch.Tensor:
-        """A source's images at the prompt's input size (sources may take other sizes than the prompt)."""
-        size = self.model.config.image_size
-        if images.shape[-1] == size:
-            return images
-        return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
     def prompted(self, task: str, images: torch.Tensor) -> torch.Tensor:
         """The prompted target's logits for a task's images (in that task's model's own size)."""
-        return self.model(self._to_prompt_size(images), task=task)
+        return self.model(resize(images, self.model.config.image_size), task=task)
 
     def synthesize(self) -> dict[str, float]:
         """Synthesis period: one round per inverted model against the current prompt; best batch into its bank."""
@@ -195,7 +207,7 @@ class KiOPTrainer:
             x = torch.cat([to_unit_range(bank.sample(4 * self.args.batch_size)) for bank in self.source_banks[name]])
             x = x.to(self.accelerator.device)
             labels = source(x).argmax(-1)
-            predictions = self.model.target_logits(self._to_prompt_size(x), task=name).argmax(-1)
+            predictions = self.model.target_logits(resize(x, self.model.config.image_size), task=name).argmax(-1)
             table = torch.zeros(source.num_labels, self.model.config.target_num_labels, device=x.device)
             table.index_put_((labels, predictions), torch.ones_like(labels, dtype=table.dtype), accumulate=True)
             counts[name] = self.accelerator.reduce(table, reduction="sum").cpu()
@@ -227,7 +239,9 @@ class KiOPTrainer:
         with self.accelerator.autocast():
             for name, source in self.sources.items():
                 banks = self.source_banks[name]
-                shares = [args.batch_size // len(banks) + (i < args.batch_size % len(banks)) for i in range(len(banks))]
+                shares = [
+                    args.batch_size // len(banks) + (i < args.batch_size % len(banks)) for i in range(len(banks))
+                ]
                 x = torch.cat([to_unit_range(self._sample(bank, n)) for bank, n in zip(banks, shares)]).to(device)
                 with torch.no_grad():
                     teacher = source(x)
@@ -259,11 +273,15 @@ class KiOPTrainer:
         if not self.is_set_up:
             self.setup()
         if args.report_to:
-            accelerator.init_trackers("kiop", config={k: v for k, v in args.to_dict().items() if not isinstance(v, (dict, list))})
+            accelerator.init_trackers(
+                "kiop", config={k: v for k, v in args.to_dict().items() if not isinstance(v, (dict, list))}
+            )
         if resume_from_checkpoint:  # after the trackers: restoring the random states must come last
             run_state.restore(self, None if resume_from_checkpoint is True else resume_from_checkpoint)
         total = args.rounds * args.kd_steps
-        progress = tqdm(total=total, initial=self.round * args.kd_steps, disable=not accelerator.is_main_process, desc="KiOP")
+        progress = tqdm(
+            total=total, initial=self.round * args.kd_steps, disable=not accelerator.is_main_process, desc="KiOP"
+        )
         while self.round < args.rounds:
             logs = self.synthesize()
             if self._label_maps_due():
@@ -300,7 +318,9 @@ class KiOPTrainer:
         output_dir = Path(output_dir or self.args.output_dir)
         if self.accelerator.is_main_process:
             with staged_save(output_dir) as staging:  # prompt, card and results land together
-                self.model.save_pretrained(staging, repo_id=self.hub_model_id, sources=self.sources, card=training_card(self))
+                self.model.save_pretrained(
+                    staging, repo_id=self.hub_model_id, sources=self.sources, card=training_card(self)
+                )
                 if self.results:
                     (staging / "results.json").write_text(json.dumps(self.results, indent=2) + "\n")
         self.accelerator.wait_for_everyone()
@@ -316,7 +336,9 @@ class KiOPTrainer:
 
         args, commit = self.args, None
         if self.accelerator.is_main_process:
-            self._hub_repo_id = create_prompt_repo(self.hub_model_id, private=args.hub_private_repo, token=args.hub_token)
+            self._hub_repo_id = create_prompt_repo(
+                self.hub_model_id, private=args.hub_private_repo, token=args.hub_token
+            )
         self.save_model(args.output_dir)
         if self.accelerator.is_main_process:
             commit = upload_prompt_folder(
@@ -328,14 +350,18 @@ class KiOPTrainer:
     def save_checkpoint(self) -> None:
         """Everything the next round depends on (``run_state.capture``), as safetensors + JSON, atomically."""
         state = run_state.capture(self)
-        write_checkpoint(self.args.output_dir, self._next_checkpoint, state, self.accelerator, self.args.save_total_limit)
+        write_checkpoint(
+            self.args.output_dir, self._next_checkpoint, state, self.accelerator, self.args.save_total_limit
+        )
         self._next_checkpoint += 1
 
 
 def _per_source(images, sources: dict, mode: str) -> dict:
     """``transfer_images`` as a dict by task name: one set shared by every source, or one per source."""
     if images is None:
-        raise ValueError(f'transfer_data="{mode}" needs transfer_images: unlabelled real images of the sources\' domain')
+        raise ValueError(
+            f'transfer_data="{mode}" needs transfer_images: unlabelled real images of the sources\' domain'
+        )
     if not isinstance(images, dict):
         return dict.fromkeys(sources, images)
     missing = sorted(set(sources) - set(images))

@@ -96,7 +96,7 @@ class KiOPTrainingArguments:
     temperature: float = field(default=20.0, metadata=_help("Distillation temperature T of the T^2 KL terms."))
     source_weights: dict[str, float] | None = field(
         default=None,
-        metadata=_help('Weight of each source\'s term by task name (JSON on the command line: \'{"fashion": 2}\').'),
+        metadata=_help("Weight of each source's term by task name (JSON on the command line: '{\"fashion\": 2}')."),
     )
     transfer_data: TransferData = field(
         default="synthetic",
@@ -109,7 +109,7 @@ class KiOPTrainingArguments:
     label_mapping: LabelMapping = field(
         default="random",
         metadata=_help(
-            'How source classes are read from target classes: the model\'s fixed maps ("random", the paper\'s), or '
+            "How source classes are read from target classes: the model's fixed maps (\"random\", the paper's), or "
             '"frequency": after the first synthesis each source class takes the free target class the prompted '
             "target most often predicts for its samples (one-to-one), refreshed every label_mapping_refresh_rounds."
         ),
@@ -134,7 +134,8 @@ class KiOPTrainingArguments:
         ),
     )
     synthesis_lr: float | None = field(
-        default=None, metadata=_help("Adam learning rate of the synthesis (None: the method's, 0.01 or 0.05 for deepinversion).")
+        default=None,
+        metadata=_help("Adam learning rate of the synthesis (None: the method's, 0.01 or 0.05 for deepinversion)."),
     )
     bn_weight: float = field(default=1.0, metadata=_help("Weight of the BatchNorm-statistics prior."))
     oh_weight: float = field(default=1.0, metadata=_help("Weight of the class (one-hot cross-entropy) term."))
@@ -216,7 +217,9 @@ class KiOPTrainingArguments:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         synthesises = self.transfer_data != "unlabelled" or self.preservation == "BF"
         if synthesises and self.synthesis_steps < 1:
-            raise ValueError(f"synthesis_steps must be at least 1 when a model is inverted, got {self.synthesis_steps}")
+            raise ValueError(
+                f"synthesis_steps must be at least 1 when a model is inverted, got {self.synthesis_steps}"
+            )
         if not isinstance(self.resume_overrides, list) or not set(self.resume_overrides) <= set(RESUME_OVERRIDABLE):
             raise ValueError(f"resume_overrides may name only {list(RESUME_OVERRIDABLE)}, got {self.resume_overrides}")
         for task, weight in (self.source_weights or {}).items():
@@ -253,7 +256,9 @@ def _json_object(name: str, text: str) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{name} must be a JSON object such as '{{\"fashion\": 2}}', got {text!r} ({error})") from None
+        raise ValueError(
+            f"{name} must be a JSON object such as '{{\"fashion\": 2}}', got {text!r} ({error})"
+        ) from None
     if not isinstance(value, dict):
         raise ValueError(f"{name} must be a JSON object such as '{{\"fashion\": 2}}', got {text!r}")
     return value

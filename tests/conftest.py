@@ -34,9 +34,14 @@ def transformers_folder(tmp_path_factory):
     torch.manual_seed(0)
     names = [f"label_{i}" for i in range(12)]
     config = ResNetConfig(
-        num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-    )  # fmt: skip
+        num_channels=3,
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     folder = tmp_path_factory.mktemp("transformers_rgb")
     ResNetForImageClassification(config).eval().save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=RGB_MEAN, image_std=RGB_STD).save_pretrained(folder)
@@ -55,7 +60,29 @@ def clip_folder(tmp_path_factory):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerFast
 
-    words = "a photo of the letter digit sketch blurry x y z 0 1 2 3 4 5 6 7 8 9".split()
+    words = [
+        "a",
+        "photo",
+        "of",
+        "the",
+        "letter",
+        "digit",
+        "sketch",
+        "blurry",
+        "x",
+        "y",
+        "z",
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "7",
+        "8",
+        "9",
+    ]
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(words)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -64,16 +91,31 @@ def clip_folder(tmp_path_factory):
     )
     folder = tmp_path_factory.mktemp("clip")
     PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        tokenizer_object=tokenizer,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
         unk_token="<unk>",
-    ).save_pretrained(folder)  # fmt: skip
+    ).save_pretrained(folder)
     torch.manual_seed(0)
-    text = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)  # fmt: skip
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+    text = dict(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval().save_pretrained(folder)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=RGB_MEAN,
-                       image_std=RGB_STD).save_pretrained(folder)  # fmt: skip
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=RGB_MEAN, image_std=RGB_STD
+    ).save_pretrained(folder)
     return folder
 
 
@@ -84,10 +126,19 @@ def vit_folder(tmp_path_factory):
 
     torch.manual_seed(0)
     config = ViTConfig(
-        image_size=28, patch_size=7, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, id2label={i: f"vit_{i}" for i in range(10)}, label2id={f"vit_{i}": i for i in range(10)},
-    )  # fmt: skip
+        image_size=28,
+        patch_size=7,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        id2label={i: f"vit_{i}" for i in range(10)},
+        label2id={f"vit_{i}": i for i in range(10)},
+    )
     folder = tmp_path_factory.mktemp("vit_rgb")
     ViTForImageClassification(config).eval().save_pretrained(folder)
-    ViTImageProcessor(size={"height": 28, "width": 28}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 28, "width": 28}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+        folder
+    )
     return folder

@@ -238,7 +238,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send_json({"commitUrl": commit_url, "commitOid": sha, "pullRequestUrl": None})
         if action in ("branch", "tag") and self.command == "POST":
             body = self._payload()
-            name, start = (rest[0], body.get("startingPoint", "main")) if action == "branch" else (body["tag"], rest[0])
+            name, start = (
+                (rest[0], body.get("startingPoint", "main")) if action == "branch" else (body["tag"], rest[0])
+            )
             with self.hub.lock:
                 if name in repo.refs:
                     raise HubError(409, "Conflict", f"Reference {name} already exists")
@@ -254,8 +256,10 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{body.get('organization') or 'user'}/{body['name']}"
         created = self.hub.create_repo(repo_type, repo_id)
         url = self.hub.repo_url(repo_type, repo_id)
-        self._send_json({"url": url} if created else {"error": "You already created this repo", "url": url},
-                        status=200 if created else 409)  # fmt: skip
+        self._send_json(
+            {"url": url} if created else {"error": "You already created this repo", "url": url},
+            status=200 if created else 409,
+        )
 
     @staticmethod
     def _path_info(files: dict, path: str) -> list:

@@ -85,8 +85,16 @@ def test_eval_sets_are_opened_and_checked_before_training(models, tmp_path):
     bad_sets = [
         ({"gray": str(tmp_path / "no" / "such" / "set")}, FileNotFoundError, "no such folder"),
         ({"gray": unlabelled_dataset(tmp_path / "unlabelled")}, ValueError, "has no 'label' column"),
-        ({"gray": labelled_dataset(tmp_path / "twelve", 12, "L")}, ValueError, "has label 10; the task has 10 classes"),
-        ({"gray": (torch.zeros(3, 1, 32, 32), torch.zeros(2, dtype=torch.long))}, ValueError, "3 images need as many labels"),
+        (
+            {"gray": labelled_dataset(tmp_path / "twelve", 12, "L")},
+            ValueError,
+            "has label 10; the task has 10 classes",
+        ),
+        (
+            {"gray": (torch.zeros(3, 1, 32, 32), torch.zeros(2, dtype=torch.long))},
+            ValueError,
+            "3 images need as many labels",
+        ),
         ({"gray": (torch.zeros(0, 1, 32, 32), torch.zeros(0, dtype=torch.long))}, ValueError, "is empty"),
     ]
     for eval_sets, error, message in bad_sets:

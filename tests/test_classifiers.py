@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kiop_hf import FrozenClassifier, KiOPModel, load_classifier
-from kiop_hf.channels import match_channels
+from kiop_hf.pixels import match_channels
 
 from .helpers import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD, TinyCNN
 
@@ -78,7 +78,9 @@ def test_frozen_classifier_stays_in_eval_mode_and_passes_input_gradients(tiny_cn
 
 
 def test_load_classifier_returns_an_already_frozen_classifier_unchanged(tiny_cnn):
-    classifier = FrozenClassifier(tiny_cnn, class_names=list("abcdefghij") * 4, image_size=32, mean=RGB_MEAN, std=RGB_STD)
+    classifier = FrozenClassifier(
+        tiny_cnn, class_names=list("abcdefghij") * 4, image_size=32, mean=RGB_MEAN, std=RGB_STD
+    )
     assert load_classifier(classifier) is classifier
 
 

@@ -28,12 +28,33 @@ def test_train_then_evaluate_from_the_command_line(transformers_folder, timm_fol
     source_test = labelled_dataset(tmp_path / "gray_test", 10, "L")
     target_test = labelled_dataset(tmp_path / "rgb_test", 12, "RGB")
     output = tmp_path / "prompt"
-    main([
-        "train", "--target", str(transformers_folder), "--source", f"gray={timm_folder}",
-        "--eval", f"gray={source_test}", "--eval", f"target={target_test}", "--output-dir", str(output),
-        "--ring-sizes", "36", "40", "--rounds", "1", "--synthesis-steps", "2", "--kd-steps", "2", "--batch-size", "8",
-        "--cpu",
-    ])  # fmt: skip
+    main(
+        [
+            "train",
+            "--target",
+            str(transformers_folder),
+            "--source",
+            f"gray={timm_folder}",
+            "--eval",
+            f"gray={source_test}",
+            "--eval",
+            f"target={target_test}",
+            "--output-dir",
+            str(output),
+            "--ring-sizes",
+            "36",
+            "40",
+            "--rounds",
+            "1",
+            "--synthesis-steps",
+            "2",
+            "--kd-steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--cpu",
+        ]
+    )
     results = json.loads((output / "results.json").read_text())
     assert set(results) >= {"gray", "target", "target/unprompted", "target/retention_drop", "train_seconds"}
     card = (output / "README.md").read_text()
@@ -79,9 +100,23 @@ def test_a_yaml_config_runs_the_same_job_as_the_flags(transformers_folder, timm_
     from safetensors.torch import load_file
 
     flags = [
-        "--target", str(transformers_folder), "--source", f"gray={timm_folder}", "--ring-sizes", "36", "40",
-        "--rounds", "1", "--synthesis_steps", "2", "--kd_steps", "2", "--batch_size", "8", "--cpu",
-    ]  # fmt: skip
+        "--target",
+        str(transformers_folder),
+        "--source",
+        f"gray={timm_folder}",
+        "--ring-sizes",
+        "36",
+        "40",
+        "--rounds",
+        "1",
+        "--synthesis_steps",
+        "2",
+        "--kd_steps",
+        "2",
+        "--batch_size",
+        "8",
+        "--cpu",
+    ]
     main(["train", *flags, "--output-dir", str(tmp_path / "flags")])
     config = tmp_path / "run.yaml"
     config.write_text(

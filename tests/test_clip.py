@@ -8,16 +8,25 @@ import torch.nn.functional as F
 
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.clip import CLASS_VECTORS_FILE, load_class_vectors
+from kiop_hf.pipeline import finish_run
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
-from kiop_hf.pipeline import finish_run
 
 from .helpers import RGB_MEAN, RGB_STD
 
 DIGITS = [str(i) for i in range(10)]
 LETTERS = ["x", "y", "z", "a", "the", "of", "photo", "sketch", "blurry", "letter", "digit", "0"]
 TEMPLATES = ["a photo of the digit {}", "a blurry sketch of the digit {}"]
-TINY = dict(rounds=1, synthesis_steps=2, kd_steps=2, batch_size=4, memory_bank_size=16, num_negatives=4, head_dim=8, use_cpu=True)
+TINY = dict(
+    rounds=1,
+    synthesis_steps=2,
+    kd_steps=2,
+    batch_size=4,
+    memory_bank_size=16,
+    num_negatives=4,
+    head_dim=8,
+    use_cpu=True,
+)
 
 
 def test_zero_shot_logits_are_image_features_times_stored_class_vectors_times_logit_scale(clip_folder):

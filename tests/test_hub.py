@@ -13,9 +13,9 @@ from PIL import Image
 
 from kiop_hf import KiOPModel, KiOPVisualPrompt, load_classifier
 from kiop_hf.cli import main as cli
+from kiop_hf.pipeline import finish_run
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
-from kiop_hf.pipeline import finish_run
 
 from .helpers import RGB_MEAN, RGB_STD, TinyCNN
 
@@ -28,9 +28,13 @@ def push_transformers_target(repo_id, seed=0, image_size=32):
     torch.manual_seed(seed)
     names = [f"letter_{i}" for i in range(12)]
     config = ResNetConfig(
-        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-    )  # fmt: skip
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     commit = ResNetForImageClassification(config).eval().push_to_hub(repo_id)
     size = {"height": image_size, "width": image_size}
     ViTImageProcessor(size=size, image_mean=RGB_MEAN, image_std=RGB_STD).push_to_hub(repo_id)
@@ -43,8 +47,14 @@ def push_timm_target(repo_id, seed=0):
 
     torch.manual_seed(seed)
     model = timm.create_model("test_resnet", num_classes=12, in_chans=3).eval()
-    model.pretrained_cfg = model.pretrained_cfg | {"input_size": (3, 32, 32), "mean": tuple(RGB_MEAN), "std": tuple(RGB_STD)}
-    push_to_hf_hub(model, repo_id, safe_serialization=True, model_config={"label_names": [f"letter_{i}" for i in range(12)]})
+    model.pretrained_cfg = model.pretrained_cfg | {
+        "input_size": (3, 32, 32),
+        "mean": tuple(RGB_MEAN),
+        "std": tuple(RGB_STD),
+    }
+    push_to_hf_hub(
+        model, repo_id, safe_serialization=True, model_config={"label_names": [f"letter_{i}" for i in range(12)]}
+    )
 
 
 PUSH_TARGET = {"transformers": push_transformers_target, "timm": push_timm_target}
@@ -90,7 +100,9 @@ def test_push_a_prompt_then_reload_prompt_and_target_by_repo_id(library, hub, ti
     assert card.data.base_model == "user/letters-classifier" and card.data.base_model_relation == "adapter"
     assert card.data.pipeline_tag == "image-classification" and card.data.license == "apache-2.0"
     assert 'KiOPModel.from_pretrained("user/gray-on-letters")' in card.text
-    assert "auto_map" not in json.loads(Path(hub.api.hf_hub_download("user/gray-on-letters", "config.json")).read_text())
+    assert "auto_map" not in json.loads(
+        Path(hub.api.hf_hub_download("user/gray-on-letters", "config.json")).read_text()
+    )
 
 
 def test_auto_model_finds_the_prompt_class(hub, timm_folder):
@@ -130,11 +142,23 @@ def test_trainer_pushes_the_run_with_a_full_card_and_no_checkpoints(hub, timm_fo
     push_timm_target("user/letters-classifier")
     target, source = load_classifier("user/letters-classifier"), load_classifier(timm_folder)
     model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
-    eval_sets = {"gray": labelled_dataset(tmp_path / "gray", 10, "L"), "target": labelled_dataset(tmp_path / "rgb", 12, "RGB")}
+    eval_sets = {
+        "gray": labelled_dataset(tmp_path / "gray", 10, "L"),
+        "target": labelled_dataset(tmp_path / "rgb", 12, "RGB"),
+    }
     args = KiOPTrainingArguments(
-        output_dir=str(tmp_path / "run"), rounds=2, synthesis_steps=2, kd_steps=2, batch_size=8, memory_bank_size=32,
-        num_negatives=8, head_dim=8, use_cpu=True, push_to_hub=True, hub_model_id="user/trained-prompt",
-    )  # fmt: skip
+        output_dir=str(tmp_path / "run"),
+        rounds=2,
+        synthesis_steps=2,
+        kd_steps=2,
+        batch_size=8,
+        memory_bank_size=32,
+        num_negatives=8,
+        head_dim=8,
+        use_cpu=True,
+        push_to_hub=True,
+        hub_model_id="user/trained-prompt",
+    )
     trainer = KiOPTrainer(model, {"gray": source}, args, eval_sets=eval_sets)
     trainer.train()
     finish_run(trainer)
@@ -170,7 +194,12 @@ def test_example_and_cli_push_classify_with_a_published_prompt(hub, timm_folder,
     cli(["push", str(tmp_path / "prompt"), "user/cli-prompt"])
     assert "pushed" in capsys.readouterr().out
     # an allow-list: the prompt, its card and picture, nothing else the folder holds
-    assert set(hub.api.list_repo_files("user/cli-prompt")) == {"config.json", "model.safetensors", "README.md", "prompt.png"}
+    assert set(hub.api.list_repo_files("user/cli-prompt")) == {
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "prompt.png",
+    }
 
     paths = []
     for i in range(3):
@@ -199,7 +228,9 @@ def test_bad_prompt_repos_give_clear_errors(hub, timm_folder, tmp_path):
 
     model.save_pretrained(tmp_path / "prompt")
     hub.api.create_repo("user/no-weights")
-    hub.api.upload_file(path_or_fileobj=tmp_path / "prompt" / "config.json", path_in_repo="config.json", repo_id="user/no-weights")
+    hub.api.upload_file(
+        path_or_fileobj=tmp_path / "prompt" / "config.json", path_in_repo="config.json", repo_id="user/no-weights"
+    )
     with pytest.raises(OSError, match="has no model.safetensors"):
         KiOPModel.from_pretrained("user/no-weights")
 
@@ -207,7 +238,9 @@ def test_bad_prompt_repos_give_clear_errors(hub, timm_folder, tmp_path):
     config["ring_sizes"] = [36, 44]  # the weights on the Hub no longer fit the geometry
     hub.api.create_repo("user/corrupt")
     hub.api.upload_folder(folder_path=tmp_path / "prompt", repo_id="user/corrupt")
-    hub.api.upload_file(path_or_fileobj=json.dumps(config).encode(), path_in_repo="config.json", repo_id="user/corrupt")
+    hub.api.upload_file(
+        path_or_fileobj=json.dumps(config).encode(), path_in_repo="config.json", repo_id="user/corrupt"
+    )
     with pytest.raises(ValueError, match="model.safetensors does not match its config.json"):
         KiOPModel.from_pretrained("user/corrupt")
 
@@ -215,8 +248,9 @@ def test_bad_prompt_repos_give_clear_errors(hub, timm_folder, tmp_path):
     push_transformers_target("user/letters-48", image_size=48)
     with pytest.raises(ValueError, match="made for a target with 32px inputs, but user/letters-48 takes 48px"):
         KiOPModel.from_pretrained("user/good", target="user/letters-48")
-    wrong_classes = load_classifier(TinyCNN(num_classes=7), image_size=32,
-                                    mean=RGB_MEAN, std=RGB_STD, class_names=[str(i) for i in range(7)])  # fmt: skip
+    wrong_classes = load_classifier(
+        TinyCNN(num_classes=7), image_size=32, mean=RGB_MEAN, std=RGB_STD, class_names=[str(i) for i in range(7)]
+    )
     with pytest.raises(ValueError, match="made for a target with 12 classes"):
         KiOPModel.from_pretrained("user/good", target=wrong_classes)
 
@@ -233,9 +267,17 @@ def test_a_hub_dataset_of_unlabelled_images_is_a_transfer_set_and_is_named_in_th
     target, source = load_classifier("user/letters-classifier"), load_classifier(timm_folder)
     model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
     args = KiOPTrainingArguments(
-        output_dir=str(tmp_path), rounds=1, synthesis_steps=2, kd_steps=2, batch_size=4, memory_bank_size=16,
-        num_negatives=4, head_dim=8, use_cpu=True, transfer_data="unlabelled",
-    )  # fmt: skip
+        output_dir=str(tmp_path),
+        rounds=1,
+        synthesis_steps=2,
+        kd_steps=2,
+        batch_size=4,
+        memory_bank_size=16,
+        num_negatives=4,
+        head_dim=8,
+        use_cpu=True,
+        transfer_data="unlabelled",
+    )
     trainer = KiOPTrainer(model, {"gray": source}, args, transfer_images="user/unlabelled-gray")
     trainer.train()
     finish_run(trainer)

@@ -9,7 +9,6 @@ from huggingface_hub import constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
 
-
 def downloaded(filename: str) -> bool:
     """Whether the per-test cache holds `filename`, so it was downloaded from the loopback server."""
     return any(Path(constants.HF_HUB_CACHE).rglob(filename))
@@ -48,12 +47,14 @@ def test_upload_folder_then_download_by_branch_and_commit(hub, tmp_path):
 
 def test_branches_tags_and_dataset_repos(hub):
     repo_id = hub.api.create_repo("user/table", repo_type="dataset").repo_id
-    first = hub.api.upload_file(path_or_fileobj=b"x,y\n1,2\n", path_in_repo="data.csv", repo_id=repo_id,
-                                repo_type="dataset")  # fmt: skip
+    first = hub.api.upload_file(
+        path_or_fileobj=b"x,y\n1,2\n", path_in_repo="data.csv", repo_id=repo_id, repo_type="dataset"
+    )
     hub.api.create_tag(repo_id, tag="v1", repo_type="dataset")
     hub.api.create_branch(repo_id, branch="dev", repo_type="dataset")
-    hub.api.upload_file(path_or_fileobj=b"x,y\n3,4\n", path_in_repo="data.csv", repo_id=repo_id,
-                        repo_type="dataset", revision="dev")  # fmt: skip
+    hub.api.upload_file(
+        path_or_fileobj=b"x,y\n3,4\n", path_in_repo="data.csv", repo_id=repo_id, repo_type="dataset", revision="dev"
+    )
 
     def read(revision):
         return Path(hf_hub_download(repo_id, "data.csv", repo_type="dataset", revision=revision)).read_bytes()
@@ -84,9 +85,12 @@ def test_timm_push_to_hub_then_create_model_from_hub(hub):
 
 def test_transformers_push_to_hub_then_from_pretrained(hub):
     from transformers import (
-        AutoImageProcessor, AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification,
+        AutoImageProcessor,
+        AutoModelForImageClassification,
+        ResNetConfig,
+        ResNetForImageClassification,
         ViTImageProcessor,
-    )  # fmt: skip
+    )
 
     torch.manual_seed(0)
     config = ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic", num_labels=3)

@@ -6,22 +6,34 @@ from safetensors.torch import load_file
 
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.label_mapping import frequency_label_maps
+from kiop_hf.pipeline import finish_run
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
-from kiop_hf.pipeline import finish_run
 
 from .helpers import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD, TinyCNN
 
 TINY = dict(
-    rounds=2, synthesis_steps=2, kd_steps=2, batch_size=4, memory_bank_size=16, num_negatives=4, head_dim=8,
-    use_cpu=True, save_total_limit=None,
-)  # fmt: skip
+    rounds=2,
+    synthesis_steps=2,
+    kd_steps=2,
+    batch_size=4,
+    memory_bank_size=16,
+    num_negatives=4,
+    head_dim=8,
+    use_cpu=True,
+    save_total_limit=None,
+)
 
 
 def module_classifier(in_channels, num_classes, image_size, mean, std, seed):
     torch.manual_seed(seed)
-    return load_classifier(TinyCNN(in_channels, num_classes), image_size=image_size, mean=mean, std=std,
-                           class_names=[f"m{seed}_{i}" for i in range(num_classes)])  # fmt: skip
+    return load_classifier(
+        TinyCNN(in_channels, num_classes),
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        class_names=[f"m{seed}_{i}" for i in range(num_classes)],
+    )
 
 
 @pytest.fixture
@@ -47,7 +59,12 @@ def test_three_sources_nest_their_rings_and_read_disjoint_target_classes(three_s
     model = randomised(KiOPModel.from_models(target, three_sources, image_size=32, ring_sizes=[36, 44, 52, 60]))
     config = model.config
     assert config.task_names == ["target", "timm_gray", "vit_rgb", "module_rgb"]
-    assert [ring.shape[1] for ring in model.prompt.rings] == [36**2 - 32**2, 44**2 - 36**2, 52**2 - 44**2, 60**2 - 52**2]
+    assert [ring.shape[1] for ring in model.prompt.rings] == [
+        36**2 - 32**2,
+        44**2 - 36**2,
+        52**2 - 44**2,
+        60**2 - 52**2,
+    ]
 
     x = torch.rand(2, 3, 32, 32)
     canvases = {task: model.prompt(x, task) for task in config.task_names}
@@ -69,8 +86,11 @@ def test_every_task_of_a_three_source_prompt_reloads_exactly(three_sources, tran
     target = load_classifier(transformers_folder)  # 12 classes: too few for 10 + 10 + 2, enough for 2 + 3 + 4
     with pytest.raises(ValueError, match="too few target classes: the sources have 22 classes in all"):
         KiOPModel.from_models(target, sources, image_size=32, ring_sizes=[36, 44, 52, 60])
-    small = {"a": sources["module_rgb"], "b": module_classifier(1, 3, 32, GRAY_MEAN, GRAY_STD, seed=8),
-             "c": module_classifier(3, 4, 28, RGB_MEAN, RGB_STD, seed=9)}  # fmt: skip
+    small = {
+        "a": sources["module_rgb"],
+        "b": module_classifier(1, 3, 32, GRAY_MEAN, GRAY_STD, seed=8),
+        "c": module_classifier(3, 4, 28, RGB_MEAN, RGB_STD, seed=9),
+    }
     model = randomised(KiOPModel.from_models(target, small, image_size=32, ring_sizes=[36, 40, 44, 48]))
     model.save_pretrained(tmp_path)
     reloaded = KiOPModel.from_pretrained(tmp_path)
@@ -117,7 +137,10 @@ def test_a_timm_a_vit_and_a_module_source_train_one_prompt(target_channels, thre
 
 def test_frequency_label_maps_are_one_to_one_disjoint_and_follow_the_counts():
     generator = torch.Generator().manual_seed(0)
-    counts = {"a": torch.randint(0, 50, (10, 40), generator=generator), "b": torch.randint(0, 50, (12, 40), generator=generator)}
+    counts = {
+        "a": torch.randint(0, 50, (10, 40), generator=generator),
+        "b": torch.randint(0, 50, (12, 40), generator=generator),
+    }
     maps = frequency_label_maps(counts)
     assert [len(maps["a"]), len(maps["b"])] == [10, 12]
     assert len(set(maps["a"]) | set(maps["b"])) == 22  # injective within and disjoint across sources

@@ -78,7 +78,12 @@ def test_save_pretrained_round_trips_exactly_and_writes_only_config_and_safetens
         for ring in prompt.rings:
             ring.normal_()
     prompt.save_pretrained(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors", "prompt.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "prompt.png",
+    ]
     assert set(load_file(tmp_path / "model.safetensors")) == {"rings.0", "rings.1"}
 
     loaded = KiOPVisualPrompt.from_pretrained(tmp_path)

@@ -11,7 +11,6 @@ import torch
 from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
 from PIL import Image
-
 from safetensors.torch import load_file
 
 from kiop_hf import KiOPModel, load_classifier
@@ -21,9 +20,16 @@ from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 
 TINY = dict(
-    rounds=2, synthesis_steps=2, kd_steps=3, batch_size=8, memory_bank_size=64, num_negatives=16, head_dim=16,
-    logging_steps=1, use_cpu=True,
-)  # fmt: skip
+    rounds=2,
+    synthesis_steps=2,
+    kd_steps=3,
+    batch_size=8,
+    memory_bank_size=64,
+    num_negatives=16,
+    head_dim=16,
+    logging_steps=1,
+    use_cpu=True,
+)
 
 
 def tiny_run(transformers_folder, timm_folder, output_dir, images=None, transfer_images=None, **overrides):
@@ -81,22 +87,33 @@ def test_preservation_with_real_unlabelled_images_from_a_dataset_or_an_image_fol
     transformers_folder, timm_folder, tmp_path
 ):
     dataset = random_image_dataset()
-    trainer = tiny_run(transformers_folder, timm_folder, tmp_path / "dataset", preservation="B", images=dataset, rounds=1)
+    trainer = tiny_run(
+        transformers_folder, timm_folder, tmp_path / "dataset", preservation="B", images=dataset, rounds=1
+    )
     trainer.train()
     assert len(trainer.banks["target"]) == 24  # the real images, resized to the prompt's 32x32 input
     assert trainer.banks["target"].images.shape[1:] == (3, 32, 32)
     assert "target" not in trainer.synthesizers  # B mode does not invert the target
 
     folder = image_folder(dataset, tmp_path / "images", 10)
-    trainer = tiny_run(transformers_folder, timm_folder, tmp_path / "folder", preservation="B", images=folder, rounds=1)
+    trainer = tiny_run(
+        transformers_folder, timm_folder, tmp_path / "folder", preservation="B", images=folder, rounds=1
+    )
     trainer.train()
     assert len(trainer.banks["target"]) == 10
 
 
-def test_an_unlabelled_image_folder_as_transfer_set_replaces_source_synthesis(transformers_folder, timm_folder, tmp_path):
+def test_an_unlabelled_image_folder_as_transfer_set_replaces_source_synthesis(
+    transformers_folder, timm_folder, tmp_path
+):
     folder = image_folder(random_image_dataset(seed=1), tmp_path / "unlabelled", 12)
     trainer = tiny_run(
-        transformers_folder, timm_folder, tmp_path / "run", transfer_images=folder, transfer_data="unlabelled", rounds=1
+        transformers_folder,
+        timm_folder,
+        tmp_path / "run",
+        transfer_images=folder,
+        transfer_data="unlabelled",
+        rounds=1,
     )
     before = [ring.detach().clone() for ring in trainer.model.prompt.rings]
     model = trainer.train()
@@ -111,7 +128,9 @@ def test_an_unlabelled_image_folder_as_transfer_set_replaces_source_synthesis(tr
     assert "real unlabelled images" in (tmp_path / "run" / "README.md").read_text()
 
 
-def test_mixed_transfer_splits_each_batch_between_synthetic_and_real_images(transformers_folder, timm_folder, tmp_path):
+def test_mixed_transfer_splits_each_batch_between_synthetic_and_real_images(
+    transformers_folder, timm_folder, tmp_path
+):
     images = torch.randint(0, 256, (10, 1, 32, 32), dtype=torch.uint8)
     trainer = tiny_run(
         transformers_folder, timm_folder, tmp_path, transfer_images={"gray": images}, transfer_data="mixed", rounds=1
@@ -128,7 +147,9 @@ def test_transfer_images_are_required_and_must_name_the_sources(transformers_fol
     with pytest.raises(ValueError, match=r"missing \['gray'\], unknown \['grey'\]"):
         tiny_run(transformers_folder, timm_folder, tmp_path, transfer_data="mixed", transfer_images={"grey": "x"})
     with pytest.raises(ValueError, match='transfer_data="synthetic" would ignore them'):
-        tiny_run(transformers_folder, timm_folder, tmp_path, transfer_images=torch.zeros(2, 1, 32, 32, dtype=torch.uint8))
+        tiny_run(
+            transformers_folder, timm_folder, tmp_path, transfer_images=torch.zeros(2, 1, 32, 32, dtype=torch.uint8)
+        )
     with pytest.raises(ValueError, match="transfer_data must be one of"):
         KiOPTrainingArguments(output_dir=str(tmp_path), transfer_data="real")
 
@@ -157,7 +178,9 @@ def test_a_run_resumed_from_a_middle_checkpoint_ends_like_the_straight_run(
     run = synthesizer | dict(rounds=4, data_bank_size=12, recent_share=0.5, save_total_limit=None)
     straight = tiny_run(transformers_folder, timm_folder, tmp_path / "straight", **run)
     straight.train()
-    shutil.copytree(tmp_path / "straight" / "checkpoints" / "checkpoint_1", tmp_path / "resumed" / "checkpoints" / "checkpoint_1")
+    shutil.copytree(
+        tmp_path / "straight" / "checkpoints" / "checkpoint_1", tmp_path / "resumed" / "checkpoints" / "checkpoint_1"
+    )
     resumed = tiny_run(transformers_folder, timm_folder, tmp_path / "resumed", **run)
     resumed.train(resume_from_checkpoint=True)
     assert len(resumed.banks["gray"]) == 12
@@ -178,7 +201,9 @@ def fresh_accelerator_state():
 def test_mixed_precision_autocasts_the_frozen_passes_and_keeps_the_prompt_in_fp32(
     transformers_folder, timm_folder, tmp_path, fresh_accelerator_state
 ):
-    trainer = tiny_run(transformers_folder, timm_folder, tmp_path, synthesizer="fast", mixed_precision="bf16", rounds=1)
+    trainer = tiny_run(
+        transformers_folder, timm_folder, tmp_path, synthesizer="fast", mixed_precision="bf16", rounds=1
+    )
     model = trainer.train()
     assert trainer.accelerator.mixed_precision == "bf16"
     assert all(ring.dtype == torch.float32 for ring in model.prompt.rings)
@@ -211,7 +236,9 @@ RUN_SCRIPT = textwrap.dedent(
 
 
 def run_script(*args):
-    return subprocess.Popen([sys.executable, "-c", RUN_SCRIPT, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-c", RUN_SCRIPT, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def kill_when(process, ready, timeout: float = 120.0) -> bool:
@@ -226,6 +253,7 @@ def kill_when(process, ready, timeout: float = 120.0) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_many_points_resumes_each_time_and_ends_like_an_uninterrupted_one(
     transformers_folder, timm_folder, tmp_path
 ):
@@ -237,7 +265,9 @@ def test_a_run_killed_at_many_points_resumes_each_time_and_ends_like_an_uninterr
     checkpoints = run_dir / "checkpoints"
 
     def writing(index, started):  # inside the write (or, if it was quicker than one poll, right after it)
-        return lambda: (checkpoints / f".tmp-checkpoint_{index}").exists() or (checkpoints / f"checkpoint_{index}").exists()
+        return lambda: (
+            (checkpoints / f".tmp-checkpoint_{index}").exists() or (checkpoints / f"checkpoint_{index}").exists()
+        )
 
     def landed(index, started):
         return lambda: (checkpoints / f"checkpoint_{index}").exists()
@@ -260,7 +290,10 @@ def test_a_run_killed_at_many_points_resumes_each_time_and_ends_like_an_uninterr
             assert not (run_dir / "model.safetensors").exists()  # it really died before the end
     assert kills == len(triggers), f"only {kills} of {len(triggers)} kills landed before the run ended"
     assert run_script(transformers_folder, timm_folder, run_dir, rounds, "resume").wait() == 0
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint_4", "checkpoint_5"]  # the last two, no temporary folder
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "checkpoint_4",
+        "checkpoint_5",
+    ]  # the last two, no temporary folder
     straight = load_file(tmp_path / "straight" / "model.safetensors")
     resumed = load_file(run_dir / "model.safetensors")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
@@ -288,7 +321,9 @@ def test_resuming_a_run_folder_runs_no_pickle_and_refuses_another_run(transforme
     assert not marker.exists()
 
     with pytest.raises(ValueError, match=r"belongs to a different run \(kd_steps: checkpoint 3, now 4\)"):
-        tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=1, kd_steps=4).train(resume_from_checkpoint=True)
+        tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=1, kd_steps=4).train(
+            resume_from_checkpoint=True
+        )
     with pytest.raises(ValueError, match=r"rounds: checkpoint 1, now 2\); resume with the same settings"):
         tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=2).train(resume_from_checkpoint=True)
     longer = tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=2, resume_overrides=["rounds"])
@@ -300,7 +335,9 @@ def test_resuming_a_run_folder_runs_no_pickle_and_refuses_another_run(transforme
     shutil.copytree(folder, tmp_path / "corrupt")
     (tmp_path / "corrupt" / "run_state_0.json").write_text('{"run/round": 1, "run/hist')
     with pytest.raises(ValueError, match="run_state_0.json is not valid JSON"):
-        tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=1).train(resume_from_checkpoint=str(tmp_path / "corrupt"))
+        tiny_run(transformers_folder, timm_folder, tmp_path / "run", rounds=1).train(
+            resume_from_checkpoint=str(tmp_path / "corrupt")
+        )
 
 
 TWO_PROCESS_SCRIPT = textwrap.dedent(
@@ -333,20 +370,27 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
 def run_processes(script, folders, output, processes, seed_per_process):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     command = [*launcher, str(script), *map(str, folders), str(output), "yes" if seed_per_process else "no"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return [load_file(output / f"rank{rank}.safetensors") for rank in range(processes)]
 
 
+@pytest.mark.slow
 def test_two_processes_synthesise_different_data_and_keep_one_prompt(transformers_folder, timm_folder, tmp_path):
     script = tmp_path / "two_processes.py"
     script.write_text(TWO_PROCESS_SCRIPT)
-    rank0, rank1 = run_processes(script, (transformers_folder, timm_folder), tmp_path / "out", 2, seed_per_process=True)
+    rank0, rank1 = run_processes(
+        script, (transformers_folder, timm_folder), tmp_path / "out", 2, seed_per_process=True
+    )
     assert (tmp_path / "out" / "model.safetensors").is_file()  # written once, by the main process
     assert torch.equal(rank0["rings"], rank1["rings"]), "ranks ended with different prompts"
     assert not torch.equal(rank0["bank"], rank1["bank"]), "both ranks synthesised the same data"
 
     # The same data on both ranks: averaged gradients equal one process's, so the prompt is bit-identical.
     same = run_processes(script, (transformers_folder, timm_folder), tmp_path / "same", 2, seed_per_process=False)
-    (single,) = run_processes(script, (transformers_folder, timm_folder), tmp_path / "single", 1, seed_per_process=False)
+    (single,) = run_processes(
+        script, (transformers_folder, timm_folder), tmp_path / "single", 1, seed_per_process=False
+    )
     assert torch.equal(same[0]["rings"], single["rings"]) and torch.equal(same[1]["bank"], single["bank"])

@@ -13,7 +13,11 @@ from kiop_hf.zoo.build import ZooModelSpec, accuracy, build_zoo, dataset_path, t
 
 @pytest.mark.parametrize(
     "load, train_size, test_size",
-    [(data.load_fashion_mnist, 60_000, 10_000), (data.load_mnist_subset, 4_000, 1_000), (data.load_digits, 1_438, 359)],
+    [
+        (data.load_fashion_mnist, 60_000, 10_000),
+        (data.load_mnist_subset, 4_000, 1_000),
+        (data.load_digits, 1_438, 359),
+    ],
 )
 def test_source_datasets_are_real_32px_grayscale_with_ten_balanced_classes(load, train_size, test_size):
     splits = load()
@@ -41,11 +45,16 @@ def tiny_specs():
     return (
         ZooModelSpec("tiny-timm", "digits", "source", "timm", "test_efficientnet", steps=3, batch_size=32),
         ZooModelSpec(
-            "tiny-transformers", "digits", "source", "transformers", "resnet",
+            "tiny-transformers",
+            "digits",
+            "source",
+            "transformers",
+            "resnet",
             {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1], "layer_type": "basic"},
-            steps=3, batch_size=32,
+            steps=3,
+            batch_size=32,
         ),
-    )  # fmt: skip
+    )
 
 
 def test_zoo_builds_deterministically_in_hub_layout_and_is_cached(tmp_path):

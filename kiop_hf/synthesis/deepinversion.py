@@ -27,5 +27,7 @@ class DeepInversionSynthesizer(Synthesizer):
         return torch.sigmoid(self.unsquashed_pixels)
 
     def _method_losses(self, images, view):
-        tv = (images[..., 1:, :] - images[..., :-1, :]).abs().mean() + (images[..., 1:] - images[..., :-1]).abs().mean()
+        tv = (images[..., 1:, :] - images[..., :-1, :]).abs().mean() + (
+            images[..., 1:] - images[..., :-1]
+        ).abs().mean()
         return {"tv": tv * images[0].numel()}

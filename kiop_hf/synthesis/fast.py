@@ -7,9 +7,9 @@ import copy
 import torch
 
 from ..classifiers import FrozenClassifier
-from .generator import Generator, empty_generator
 from .base import ADAM_BETAS
 from .cmi import CMISynthesizer
+from .generator import Generator, empty_generator
 
 
 class FastSynthesizer(CMISynthesizer):
@@ -44,7 +44,14 @@ class FastSynthesizer(CMISynthesizer):
         cr_weight: float = 0.0,
         **kwargs,
     ):
-        super().__init__(model, synthesis_steps=synthesis_steps, synthesis_lr=synthesis_lr, cr_weight=cr_weight, reset_generator=False, **kwargs)
+        super().__init__(
+            model,
+            synthesis_steps=synthesis_steps,
+            synthesis_lr=synthesis_lr,
+            cr_weight=cr_weight,
+            reset_generator=False,
+            **kwargs,
+        )
         if not 0 < meta_step <= 1:
             raise ValueError(f"meta_step must be in (0, 1], got {meta_step}")
         if not 0 <= bn_momentum < 1:
@@ -66,7 +73,10 @@ class FastSynthesizer(CMISynthesizer):
         self.meta_latent = torch.zeros(self.batch_size, self.latent_dim, device=device)
         self.noise = torch.zeros_like(self.meta_latent)
         self.z = torch.zeros_like(self.meta_latent, requires_grad=True)
-        groups = [{"params": self.generator.parameters(), "lr": self.synthesis_lr}, {"params": [self.z], "lr": self.latent_lr}]
+        groups = [
+            {"params": self.generator.parameters(), "lr": self.synthesis_lr},
+            {"params": [self.z], "lr": self.latent_lr},
+        ]
         if self.contrastive:
             groups.append({"params": self.head.parameters(), "lr": self.head_lr})
         self.optimizer = torch.optim.Adam(groups, betas=ADAM_BETAS)

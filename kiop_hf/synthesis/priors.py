@@ -26,8 +26,12 @@ class NormLayerInputs:
         self.momentum = momentum
         self.averages: list[tuple[torch.Tensor, torch.Tensor]] = []  # per BatchNorm layer, once committed
         self._latest: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-        self.feature_layers = self.layers or [m for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))]
+        self.layers = [
+            m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        ]
+        self.feature_layers = self.layers or [
+            m for m in model.modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))
+        ]
         self._inputs: list[tuple[nn.Module, torch.Tensor]] = []  # (layer, its input), in call order
         self._handles: list = []
 
@@ -94,7 +98,11 @@ class NormLayerInputs:
 
 
 def _width(layer: nn.Module) -> int:
-    return layer.normalized_shape[-1] if isinstance(layer, nn.LayerNorm) else getattr(layer, "num_features", None) or layer.num_channels
+    return (
+        layer.normalized_shape[-1]
+        if isinstance(layer, nn.LayerNorm)
+        else getattr(layer, "num_features", None) or layer.num_channels
+    )
 
 
 def _per_sample_mean(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:

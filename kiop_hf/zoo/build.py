@@ -63,23 +63,35 @@ class ZooModelSpec:
 REFERENCE_ZOO = (
     ZooModelSpec("fashion-mnist-resnet", "fashion-mnist", "source", "timm", "test_resnet", steps=1800),
     ZooModelSpec(
-        "mnist-resnet", "mnist", "source", "transformers", "resnet",
+        "mnist-resnet",
+        "mnist",
+        "source",
+        "transformers",
+        "resnet",
         {"embedding_size": 16, "hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "layer_type": "basic"},
         steps=600,
     ),
     ZooModelSpec("digits-efficientnet", "digits", "source", "timm", "test_efficientnet", steps=500),
     ZooModelSpec(
-        "letters-resnet10t", "letters", "target", "timm", "resnet10t", {"channels": [32, 64, 128, 256]}, steps=2000,
+        "letters-resnet10t",
+        "letters",
+        "target",
+        "timm",
+        "resnet10t",
+        {"channels": [32, 64, 128, 256]},
+        steps=2000,
         canvas_sizes=(36, 40, 48, 64),
     ),
-)  # fmt: skip
+)
 
 
 def _create_model(spec: ZooModelSpec, num_channels: int, class_names: list[str]) -> nn.Module:
     if spec.library == "timm":
         import timm
 
-        return timm.create_model(spec.architecture, num_classes=len(class_names), in_chans=num_channels, **spec.model_args)
+        return timm.create_model(
+            spec.architecture, num_classes=len(class_names), in_chans=num_channels, **spec.model_args
+        )
     from transformers import AutoConfig, AutoModelForImageClassification
 
     config = AutoConfig.for_model(
@@ -101,15 +113,22 @@ def _save_model(model: nn.Module, spec: ZooModelSpec, folder: Path, splits: data
             model,
             str(folder),
             model_config={"label_names": splits.class_names},
-            data_config={"input_size": (splits.num_channels, size, size), "mean": tuple(mean), "std": tuple(std),
-                         "crop_pct": 1.0, "interpolation": "bilinear"},
+            data_config={
+                "input_size": (splits.num_channels, size, size),
+                "mean": tuple(mean),
+                "std": tuple(std),
+                "crop_pct": 1.0,
+                "interpolation": "bilinear",
+            },
             safe_serialization=True,
-        )  # fmt: skip
+        )
         return
     from transformers import ViTImageProcessor
 
     model.save_pretrained(folder)
-    ViTImageProcessor(size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std)).save_pretrained(folder)
+    ViTImageProcessor(
+        size={"height": size, "width": size}, image_mean=list(mean), image_std=list(std)
+    ).save_pretrained(folder)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -208,8 +227,10 @@ def build_model(spec: ZooModelSpec, root: Path, splits: data.ImageSplits | None 
         "fingerprint": spec.fingerprint(),
     }
     results_path.write_text(json.dumps(results, indent=2) + "\n")
-    log(f"[zoo] {spec.name}: test accuracy {results['test_accuracy']:.2%} on {results['num_test_images']:,} images, "
-        f"built in {train_seconds:.0f} s")  # fmt: skip
+    log(
+        f"[zoo] {spec.name}: test accuracy {results['test_accuracy']:.2%} on {results['num_test_images']:,} images, "
+        f"built in {train_seconds:.0f} s"
+    )
     return results
 
 

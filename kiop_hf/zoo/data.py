@@ -20,8 +20,17 @@ IMAGE_SIZE = 32
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FONT_DIRS = (Path("/usr/share/fonts"),)
 FASHION_CLASSES = [
-    "t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
-]  # fmt: skip
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+]
 DIGIT_CLASSES = [str(i) for i in range(10)]
 # Upper-case letters plus the lower-case ones whose shape differs from their capital (no c/o/s/u/v/w/x/z/k/p/y,
 # and no l, which is an I in many typefaces): 40 classes, enough for three disjoint 10-class sources.
@@ -77,16 +86,24 @@ def load_fashion_mnist(limit_train: int | None = None) -> ImageSplits:
             f"{FASHION_MNIST_DIR} not found: install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
         )
     split = {
-        part: (_read_idx(FASHION_MNIST_DIR / f"{part}-images-idx3-ubyte.gz"),
-               _read_idx(FASHION_MNIST_DIR / f"{part}-labels-idx1-ubyte.gz"))
+        part: (
+            _read_idx(FASHION_MNIST_DIR / f"{part}-images-idx3-ubyte.gz"),
+            _read_idx(FASHION_MNIST_DIR / f"{part}-labels-idx1-ubyte.gz"),
+        )
         for part in ("train", "t10k")
-    }  # fmt: skip
+    }
     train_x, train_y = split["train"]
     if limit_train is not None:
         train_x, train_y = train_x[:limit_train], train_y[:limit_train]
     test_x, test_y = split["t10k"]
-    return ImageSplits("fashion-mnist", FASHION_CLASSES, _pad_to(train_x, IMAGE_SIZE), train_y.astype(np.int64),
-                       _pad_to(test_x, IMAGE_SIZE), test_y.astype(np.int64))  # fmt: skip
+    return ImageSplits(
+        "fashion-mnist",
+        FASHION_CLASSES,
+        _pad_to(train_x, IMAGE_SIZE),
+        train_y.astype(np.int64),
+        _pad_to(test_x, IMAGE_SIZE),
+        test_y.astype(np.int64),
+    )
 
 
 def load_mnist_subset(seed: int = 0) -> ImageSplits:
@@ -97,8 +114,14 @@ def load_mnist_subset(seed: int = 0) -> ImageSplits:
     images = images.reshape(-1, 28, 28).astype(np.uint8)
     train, test = _stratified_split(labels, 0.2, seed)
     padded = _pad_to(images, IMAGE_SIZE)
-    return ImageSplits("mnist", DIGIT_CLASSES, padded[train], labels[train].astype(np.int64),
-                       padded[test], labels[test].astype(np.int64))  # fmt: skip
+    return ImageSplits(
+        "mnist",
+        DIGIT_CLASSES,
+        padded[train],
+        labels[train].astype(np.int64),
+        padded[test],
+        labels[test].astype(np.int64),
+    )
 
 
 def load_digits(seed: int = 0) -> ImageSplits:
@@ -107,16 +130,37 @@ def load_digits(seed: int = 0) -> ImageSplits:
 
     bunch = sklearn_digits()
     small = (bunch.images / 16.0 * 255.0).astype(np.uint8)
-    images = np.stack([np.asarray(Image.fromarray(im).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)) for im in small])
+    images = np.stack(
+        [np.asarray(Image.fromarray(im).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)) for im in small]
+    )
     train, test = _stratified_split(bunch.target, 0.2, seed)
-    return ImageSplits("digits", DIGIT_CLASSES, images[train][..., None], bunch.target[train].astype(np.int64),
-                       images[test][..., None], bunch.target[test].astype(np.int64))  # fmt: skip
+    return ImageSplits(
+        "digits",
+        DIGIT_CLASSES,
+        images[train][..., None],
+        bunch.target[train].astype(np.int64),
+        images[test][..., None],
+        bunch.target[test].astype(np.int64),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Letters rendered from real typefaces (a Chars74K-style set: the zoo target's own domain)
 
-_NOT_TEXT = ("symbol", "dingbat", "math", "emoji", "icon", "awesome", "ornament", "z003", "d050000l", "music", "keyboard", "smallcaps")
+_NOT_TEXT = (
+    "symbol",
+    "dingbat",
+    "math",
+    "emoji",
+    "icon",
+    "awesome",
+    "ornament",
+    "z003",
+    "d050000l",
+    "music",
+    "keyboard",
+    "smallcaps",
+)
 
 
 def _font_files() -> list[Path]:
@@ -154,7 +198,9 @@ def _render(path: Path, char: str, rng: np.random.Generator) -> np.ndarray:
         foreground = rng.integers(0, 256, size=3)
     image = Image.new("RGB", (64, 64), tuple(int(v) for v in background))
     layer = Image.new("L", (64, 64))
-    ImageDraw.Draw(layer).text((32 + rng.normal(0, 2.5), 32 + rng.normal(0, 2.5)), char, font=font, fill=255, anchor="mm")
+    ImageDraw.Draw(layer).text(
+        (32 + rng.normal(0, 2.5), 32 + rng.normal(0, 2.5)), char, font=font, fill=255, anchor="mm"
+    )
     layer = layer.rotate(float(rng.uniform(-12, 12)), resample=Image.BILINEAR)
     image.paste(Image.new("RGB", (64, 64), tuple(int(v) for v in foreground)), mask=layer)
     image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 0.8))))
@@ -187,7 +233,9 @@ def render_letters(train_size: int = 24_000, test_per_font: int = 1, seed: int =
     per_font = -(-train_size // (len(train_fonts) * len(LETTER_CLASSES)))
 
     def draw(fonts: list[Path], count: int) -> tuple[np.ndarray, np.ndarray]:
-        samples = [(_render(p, c, rng), label) for p in fonts for label, c in enumerate(LETTER_CLASSES) for _ in range(count)]
+        samples = [
+            (_render(p, c, rng), label) for p in fonts for label, c in enumerate(LETTER_CLASSES) for _ in range(count)
+        ]
         return np.stack([s for s, _ in samples]), np.array([label for _, label in samples], dtype=np.int64)
 
     train_x, train_y = draw(train_fonts, per_font)
