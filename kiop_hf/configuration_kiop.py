@@ -35,21 +35,47 @@ class KiOPPromptConfig(PretrainedConfig):
     the core only; source ``k`` (0-based) sees rings ``0..k + 1`` and reads its classes through its label map.
 
     Args:
-        image_size: side of the (square) input image the prompt is put around.
-        ring_sizes: side of the canvas after each ring; strictly increasing, one more than there are sources.
-        num_channels: channels of the canvas, i.e. of the target's input.
-        target_name_or_path / target_revision / target_library: where the frozen target is loaded from
-            (``"transformers"``, ``"timm"``, ``"clip"`` for a zero-shot CLIP-family model, or ``"module"`` for a
-            caller-supplied ``nn.Module``).
-        target_num_labels: number of the target's output classes.
-        target_image_size / target_mean / target_std: the target's own preprocessing, applied after prompting.
-        target_class_names: names of the target's classes, if known.
-        sources: one dict per encapsulated source with ``name`` (the task name), ``name_or_path``,
-            ``revision``, ``class_names``, ``label_map`` (the target class read for each source class; disjoint
-            across sources), and the ``num_channels`` / ``image_size`` of the source's images.
-        label_mapping: how the label maps were chosen (recorded for reproducibility).
-        data_regime: what the prompt was trained on, set by the trainer: ``{"transfer": "synthetic" |
-            "unlabelled" | "mixed", "preservation": "BF" | "B" | "none"}``.
+        image_size (`int`, *optional*, defaults to 32):
+            Side of the (square) input image the prompt is put around.
+        ring_sizes (`list[int]`, *optional*, defaults to `(36,)`):
+            Side of the canvas after each ring; strictly increasing, one more than there are sources.
+        num_channels (`int`, *optional*, defaults to 3):
+            Channels of the canvas, i.e. of the target's input.
+        target_name_or_path (`str`, *optional*):
+            Hub id or folder the frozen target is loaded from.
+        target_revision (`str`, *optional*):
+            The commit the target resolved to when the prompt was made (pins its weights).
+        target_library (`str`, *optional*):
+            `"transformers"`, `"timm"`, `"clip"` (a zero-shot CLIP-family model) or `"module"` (a caller-supplied
+            `nn.Module`).
+        target_num_labels (`int`, *optional*):
+            Number of the target's output classes.
+        target_image_size (`int`, *optional*):
+            The target's own input side.
+        target_mean (`list[float]`, *optional*):
+            The target's normalisation mean, one value per channel, applied after prompting.
+        target_std (`list[float]`, *optional*):
+            The target's normalisation std, one positive value per channel.
+        target_class_names (`list[str]`, *optional*):
+            Names of the target's classes, if known.
+        sources (`list[dict]`, *optional*):
+            One dict per encapsulated source with `name` (the task name), `name_or_path`, `revision`,
+            `class_names`, `label_map` (the target class read for each source class; disjoint across sources),
+            and the `num_channels` / `image_size` of the source's images.
+        label_mapping (`str`, *optional*, defaults to `"random"`):
+            How the label maps were chosen: `"random"`, `"frequency"` or `"given"` (recorded for reproducibility).
+        data_regime (`dict[str, str]`, *optional*):
+            What the prompt was trained on, set by the trainer: `{"transfer": "synthetic" | "unlabelled" | "mixed",
+            "preservation": "BF" | "B" | "none"}`.
+
+    Example:
+
+    ```python
+    >>> from kiop_hf import KiOPPromptConfig
+    >>> config = KiOPPromptConfig(image_size=32, ring_sizes=[36], target_num_labels=26)
+    >>> config.canvas_size_for(None)  # the target's own task sees the core only
+    36
+    ```
     """
 
     model_type = "kiop_prompt"
@@ -119,7 +145,7 @@ class KiOPPromptConfig(PretrainedConfig):
         self.label_mapping = label_mapping
         self.data_regime = data_regime
         super().__init__(**kwargs)
-        self.check()
+        self.validate()
 
     @property
     def source_names(self) -> list[str]:
@@ -158,8 +184,13 @@ class KiOPPromptConfig(PretrainedConfig):
     def canvas_size_for(self, task: str | None) -> int:
         return self.ring_sizes[self.num_rings_for(task) - 1]
 
-    def check(self) -> None:
-        """Raise a ``ValueError`` that names the problem if this configuration cannot describe a usable prompt."""
+    def validate(self) -> None:
+        """Raise a ``ValueError`` that names the problem if this configuration cannot describe a usable prompt.
+
+        Runs when the config is built or loaded and, through ``PretrainedConfig.save_pretrained``, before it is
+        saved, so an edited config never reaches disk or a model.
+        """
+        super().validate()
         if not isinstance(self.image_size, int) or self.image_size < 1:
             raise ValueError(f"image_size must be a positive integer, got {self.image_size!r}")
         if not isinstance(self.num_channels, int) or self.num_channels < 1:

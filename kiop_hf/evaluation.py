@@ -76,7 +76,7 @@ def evaluate_tasks(
         else:
             images, labels = dataset_tensors(test_set, config.image_size, channels, "test", limit)
 
-        score = partial(_accuracy, metric, images=images, labels=labels, device=device, batch_size=batch_size)
+        score = partial(accuracy, images=images, labels=labels, device=device, batch_size=batch_size, metric=metric)
         results[task] = score(partial(model, task=task))
         if task == TARGET_TASK:
             results["target/unprompted"] = score(model.target)
@@ -84,6 +84,8 @@ def evaluate_tasks(
     return results
 
 
-def _accuracy(metric, classify, images, labels, device, batch_size) -> float:
-    predictions = predict(classify, images, device, batch_size)
-    return metric.compute(predictions=predictions, references=labels)["accuracy"]
+def accuracy(classify, images, labels, device=None, batch_size: int = 256, metric=None) -> float:
+    """Top-1 accuracy of ``classify`` (pixels in [0, 1] -> logits) on labelled uint8 or float images, computed by
+    the shipped ``evaluate`` metric: the one accuracy of the library, the zoo's and the prompts'."""
+    predictions = predict(classify, images, device or torch.device("cpu"), batch_size)
+    return (metric or load_accuracy_metric()).compute(predictions=predictions, references=labels)["accuracy"]

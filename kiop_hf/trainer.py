@@ -224,7 +224,7 @@ class KiOPTrainer:
             for source in config.sources:
                 source["label_map"] = list(maps[source["name"]])
             config.label_mapping = "frequency"
-        config.check()
+        config.validate()
 
     def _sample(self, bank: DataBank, n: int) -> torch.Tensor:
         """A knowledge-storing draw: synthetic banks give ``recent_share`` of it from their newest batch."""

@@ -211,7 +211,7 @@ def test_fuzzed_config_files_raise_only_clear_errors_quickly_and_never_load_inco
             outcomes["refused"] += 1
         else:
             outcomes["loaded"] += 1
-            config.check()  # whatever loads is consistent
+            config.validate()  # whatever loads is consistent
             assert all(isinstance(n, str) for n in config.target_class_names or [])
             assert all(isinstance(i, int) for s in config.sources for i in s["label_map"])
         assert time.perf_counter() - start < 1.0, f"mutation {i} took too long: {text[:200]}"

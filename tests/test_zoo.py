@@ -7,8 +7,9 @@ from PIL import ImageFont
 from safetensors.torch import load_file
 
 from kiop_hf import load_classifier
+from kiop_hf.evaluation import accuracy
 from kiop_hf.zoo import data
-from kiop_hf.zoo.build import ZooModelSpec, accuracy, build_zoo, dataset_path, to_tensor
+from kiop_hf.zoo.build import ZooModelSpec, build_zoo, dataset_path, to_tensor
 
 
 @pytest.mark.parametrize(

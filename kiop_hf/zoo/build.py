@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..augment import random_affine, random_canvas
 from ..classifiers import FrozenClassifier, load_classifier
+from ..evaluation import accuracy
 from . import data
+from .augment import random_affine, random_canvas
 
 # Bump when the data or training procedure changes, so cached models are rebuilt.
 ZOO_VERSION = 1
@@ -136,15 +137,6 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-@torch.no_grad()
-def accuracy(classifier: FrozenClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 512) -> float:
-    correct = sum(
-        (classifier(images[i : i + batch_size]).argmax(-1) == labels[i : i + batch_size]).sum().item()
-        for i in range(0, len(images), batch_size)
-    )
-    return correct / len(images)
-
-
 def train_classifier(
     spec: ZooModelSpec, splits: data.ImageSplits, log: Callable[[str], None] = print
 ) -> tuple[nn.Module, list[float], list[float]]:
@@ -222,7 +214,9 @@ def build_model(spec: ZooModelSpec, root: Path, splits: data.ImageSplits | None 
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "num_train_images": len(splits.train_labels),
         "num_test_images": len(splits.test_labels),
-        "test_accuracy": accuracy(reloaded, to_tensor(splits.test_images), torch.from_numpy(splits.test_labels)),
+        "test_accuracy": accuracy(
+            reloaded, to_tensor(splits.test_images), torch.from_numpy(splits.test_labels), batch_size=512
+        ),
         "build_seconds": round(train_seconds, 1),
         "fingerprint": spec.fingerprint(),
     }
