@@ -102,6 +102,9 @@ def load_classifier(
     std: Sequence[float] | None = None,
     templates: Sequence[str] | None = None,
     class_vectors: torch.Tensor | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
 ) -> FrozenClassifier:
     """Load a frozen, eval-mode classifier with its metadata.
 
@@ -118,19 +121,22 @@ def load_classifier(
         templates: prompt templates (``"a photo of a {}."``) for a CLIP-family model's class text features.
         class_vectors: a CLIP-family model's stored class vectors (``kiop_hf.clip.load_class_vectors``), which
             skip the text encoder.
+        token, cache_dir, local_files_only: as for ``huggingface_hub.hf_hub_download``, for every file the model
+            is read from (a private repo, another cache, no network).
     """
     if isinstance(model_or_name, FrozenClassifier):
         return model_or_name
     if isinstance(model_or_name, nn.Module):
         return _wrap_module(model_or_name, class_names, image_size, mean, std)
     name = _recorded_name(os.fspath(model_or_name))
+    hub = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
     if not os.path.isdir(name.removeprefix(_TIMM_PREFIX)):
-        revision = _pin_revision(name.removeprefix(_TIMM_PREFIX), revision)
-    library = library or _detect_library(name, revision)
+        revision = _pin_revision(name.removeprefix(_TIMM_PREFIX), revision, hub)
+    library = library or _detect_library(name, revision, hub)
     if library == "clip":
-        model, found = load_zero_shot(name, revision, class_names, templates, class_vectors)
+        model, found = load_zero_shot(name, revision, class_names, templates, class_vectors, hub)
     elif library in ("transformers", "timm"):
-        model, found = (_load_transformers if library == "transformers" else _load_timm)(name, revision)
+        model, found = (_load_transformers if library == "transformers" else _load_timm)(name, revision, hub)
     else:
         raise ValueError(f"library must be 'transformers', 'timm' or 'clip' for a named model, got {library!r}")
     overrides = {"class_names": class_names, "image_size": image_size, "mean": mean, "std": std}
@@ -171,13 +177,14 @@ def _wrap_module(model, class_names, image_size, mean, std) -> FrozenClassifier:
     return FrozenClassifier(model, class_names=class_names, image_size=image_size, mean=mean, std=std)
 
 
-def _pin_revision(repo_id: str, revision: str | None) -> str:
+def _pin_revision(repo_id: str, revision: str | None, hub: dict) -> str:
     """The commit a Hub revision (branch, tag or commit; default main) points to, so a prompt records exactly
     which target weights it was trained on."""
-    if constants.HF_HUB_OFFLINE or (revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision)):
+    offline = constants.HF_HUB_OFFLINE or hub["local_files_only"]
+    if offline or (revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision)):
         return revision  # already a commit, or no Hub to ask (the cache serves the given revision)
     try:
-        return HfApi().model_info(repo_id, revision=revision).sha
+        return HfApi(token=hub["token"]).model_info(repo_id, revision=revision).sha
     except GatedRepoError as error:
         raise OSError(f"the model repo {repo_id!r} is gated: request access on the Hub and log in") from error
     except (RepositoryNotFoundError, RevisionNotFoundError) as error:
@@ -191,7 +198,7 @@ def _pin_revision(repo_id: str, revision: str | None) -> str:
         ) from error
 
 
-def _read_config(name: str, revision: str | None) -> dict:
+def _read_config(name: str, revision: str | None, hub: dict) -> dict:
     """``config.json`` of a local folder or Hub repo, with a clear error when it is missing."""
     if os.path.isdir(name):
         path = Path(name) / "config.json"
@@ -199,7 +206,7 @@ def _read_config(name: str, revision: str | None) -> dict:
             raise FileNotFoundError(f"{name} has no config.json; expected a transformers or timm model folder")
     else:
         try:
-            path = hf_hub_download(name, "config.json", revision=revision)
+            path = hf_hub_download(name, "config.json", revision=revision, **hub)
         except (RepositoryNotFoundError, RevisionNotFoundError) as error:
             raise OSError(f"could not find the model repo {name!r} (revision {revision!r}) on the Hub") from error
         except EntryNotFoundError as error:
@@ -207,10 +214,10 @@ def _read_config(name: str, revision: str | None) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def _detect_library(name: str, revision: str | None) -> str:
+def _detect_library(name: str, revision: str | None, hub: dict) -> str:
     if name.startswith(_TIMM_PREFIX):
         return "timm"
-    config = _read_config(name, revision)
+    config = _read_config(name, revision, hub)
     if "architecture" in config and "model_type" not in config:
         return "timm"
     if is_clip_config(config):
@@ -227,14 +234,14 @@ def _square(size, what: str) -> int:
     return int(height)
 
 
-def _load_transformers(name: str, revision: str | None) -> tuple[nn.Module, dict]:
+def _load_transformers(name: str, revision: str | None, hub: dict) -> tuple[nn.Module, dict]:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    model = AutoModelForImageClassification.from_pretrained(name, revision=revision, use_safetensors=True)
+    model = AutoModelForImageClassification.from_pretrained(name, revision=revision, use_safetensors=True, **hub)
     config = model.config
     found = {"class_names": [config.id2label[i] for i in range(config.num_labels)]}
     try:
-        processor = AutoImageProcessor.from_pretrained(name, revision=revision)
+        processor = AutoImageProcessor.from_pretrained(name, revision=revision, **hub)
     except OSError:
         processor = None
     if processor is not None:
@@ -246,20 +253,20 @@ def _load_transformers(name: str, revision: str | None) -> tuple[nn.Module, dict
     return model, found
 
 
-def _load_timm(name: str, revision: str | None) -> tuple[nn.Module, dict]:
+def _load_timm(name: str, revision: str | None, hub: dict) -> tuple[nn.Module, dict]:
     import timm
 
     repo_id = name.removeprefix(_TIMM_PREFIX)
-    if os.path.isdir(repo_id):
-        if not (Path(repo_id) / "model.safetensors").is_file():
-            raise FileNotFoundError(f"{repo_id} has no model.safetensors; kiop_hf only loads safetensors weights")
-        model = timm.create_model(f"local-dir:{repo_id}", pretrained=True)
-    else:
-        try:  # fetch the safetensors first so timm never falls back to a pickled checkpoint
-            hf_hub_download(repo_id, "model.safetensors", revision=revision)
+    folder = repo_id
+    if not os.path.isdir(repo_id):  # the repo's config and safetensors weights, fetched with the caller's options
+        try:
+            hf_hub_download(repo_id, "config.json", revision=revision, **hub)
+            folder = os.path.dirname(hf_hub_download(repo_id, "model.safetensors", revision=revision, **hub))
         except EntryNotFoundError as error:
             raise OSError(f"{repo_id} has no model.safetensors; kiop_hf only loads safetensors weights") from error
-        model = timm.create_model(f"hf-hub:{repo_id}" + (f"@{revision}" if revision else ""), pretrained=True)
+    elif not (Path(repo_id) / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{repo_id} has no model.safetensors; kiop_hf only loads safetensors weights")
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True)  # never a pickled checkpoint
     cfg = model.pretrained_cfg
     num_classes = model.num_classes
     return model, {

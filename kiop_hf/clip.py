@@ -72,20 +72,23 @@ def load_zero_shot(
     class_names: Sequence[str] | None,
     templates: Sequence[str] | None = None,
     class_vectors: torch.Tensor | None = None,
+    hub: dict | None = None,
 ) -> tuple[ZeroShotClassifier, dict]:
     """A CLIP-family model id or folder as a zero-shot classifier over ``class_names``.
 
-    With ``class_vectors`` (stored earlier) the text encoder and tokenizer are not touched.
+    With ``class_vectors`` (stored earlier) the text encoder and tokenizer are not touched. ``hub`` holds
+    ``hf_hub_download`` options (token, cache_dir, local_files_only) for every file read.
     """
+    hub = hub or {}
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
     if not class_names:
         raise ValueError(
             f"{name} is a CLIP-family model, which classifies zero-shot: pass class_names= (and templates=)"
         )
-    model = AutoModel.from_pretrained(name, revision=revision, use_safetensors=True).eval()
+    model = AutoModel.from_pretrained(name, revision=revision, use_safetensors=True, **hub).eval()
     if class_vectors is None:
-        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision, **hub)
         class_vectors = class_text_vectors(model, tokenizer, class_names, templates or DEFAULT_TEMPLATES)
     elif class_vectors.shape[0] != len(class_names):
         raise ValueError(
@@ -93,7 +96,7 @@ def load_zero_shot(
         )
     if getattr(model, "text_model", None) is not None:
         model.text_model = None  # from here on only the image tower runs
-    processor = AutoImageProcessor.from_pretrained(name, revision=revision)
+    processor = AutoImageProcessor.from_pretrained(name, revision=revision, **hub)
     size = getattr(processor, "crop_size", None) or processor.size
     bias = getattr(model, "logit_bias", None)
     classifier = ZeroShotClassifier(
@@ -119,8 +122,11 @@ def save_class_vectors(folder: str | os.PathLike, classifiers: dict[str, nn.Modu
         save_file(vectors, Path(folder) / CLASS_VECTORS_FILE)
 
 
-def load_class_vectors(prompt_name_or_path: str | os.PathLike, revision: str | None = None) -> dict[str, torch.Tensor]:
-    """The class vectors a prompt stored for its CLIP-family models, by task name (``"target"`` for the target)."""
+def load_class_vectors(
+    prompt_name_or_path: str | os.PathLike, revision: str | None = None, **hub_kwargs
+) -> dict[str, torch.Tensor]:
+    """The class vectors a prompt stored for its CLIP-family models, by task name (``"target"`` for the target);
+    ``hub_kwargs`` (token, cache_dir, local_files_only, ...) go to ``hf_hub_download``."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
@@ -131,7 +137,7 @@ def load_class_vectors(prompt_name_or_path: str | os.PathLike, revision: str | N
             raise FileNotFoundError(f"{name} has no {CLASS_VECTORS_FILE}; its CLIP models' class vectors are missing")
     else:
         try:
-            path = hf_hub_download(name, CLASS_VECTORS_FILE, revision=revision)
+            path = hf_hub_download(name, CLASS_VECTORS_FILE, revision=revision, **hub_kwargs)
         except EntryNotFoundError as error:
             raise OSError(f"{name} has no {CLASS_VECTORS_FILE}; its CLIP models' class vectors are missing") from error
     return load_file(path)

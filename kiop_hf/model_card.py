@@ -29,6 +29,7 @@ TRANSFER_REGIMES = {
     "unlabelled": "real unlabelled images",
     "mixed": "synthetic and real unlabelled images",
 }
+CARD_ARGUMENTS = ("rounds", "synthesis_steps", "kd_steps", "batch_size", "learning_rate", "temperature", "seed")
 PRESERVATION_REGIMES = {
     "BF": "synthetic (target inverted; data-free)",
     "B": "real unlabelled target-domain images",
@@ -63,18 +64,12 @@ def samples_picture(task: str) -> str:
 def _training_summary(args, history: list[dict] | None, synthesis_terms: dict[str, str] | None) -> dict:
     if args is None:
         return {}
-    summary = {
-        "source knowledge read from": TRANSFER_REGIMES[args.transfer_data],
-        "target task preserved with": PRESERVATION_REGIMES[args.preservation],
-        "synthesis method": args.synthesizer if synthesis_terms else "none",
-        "rounds": args.rounds,
-        "synthesis steps per round": args.synthesis_steps,
-        "knowledge-storing steps per round": args.kd_steps,
-        "batch size": args.batch_size,
-        "learning rate (SGD, cosine)": args.learning_rate,
-        "temperature": args.temperature,
-        "seed": args.seed,
+    summary = {  # under the argument names, so a reader can rerun the setting (kiop-hf train --help)
+        "transfer_data": f"{args.transfer_data}: {TRANSFER_REGIMES[args.transfer_data]}",
+        "preservation": f"{args.preservation}: {PRESERVATION_REGIMES[args.preservation]}",
+        "synthesizer": args.synthesizer if synthesis_terms else "none",
     }
+    summary |= {name: getattr(args, name) for name in CARD_ARGUMENTS}
     for task, terms in (synthesis_terms or {}).items():
         summary[f"synthesis of {task}"] = terms
     if history:

@@ -268,8 +268,13 @@ class KiOPModel(nn.Module):
         **kwargs,
     ) -> KiOPModel:
         """Load a prompt (folder or Hub id), then the target its config names at the revision it recorded (or
-        ``target``, which overrides it); a target that does not fit the prompt is refused."""
+        ``target``, which overrides it); a target that does not fit the prompt is refused.
+
+        Hub keyword arguments (``token``, ``cache_dir``, ``local_files_only``, ``force_download``) apply to every
+        file read: the prompt's, the target's and the stored class vectors.
+        """
         prompt = KiOPVisualPrompt.from_pretrained(prompt_name_or_path, revision=revision, **kwargs)
+        hub = {key: kwargs[key] for key in ("token", "cache_dir", "local_files_only") if key in kwargs}
         config = prompt.config
         if target is None:
             if config.target_name_or_path is None or config.target_library == "module":
@@ -281,14 +286,14 @@ class KiOPModel(nn.Module):
             if isinstance(target, (str, os.PathLike)):  # a named target states its own classes and preprocessing
                 recorded = _same_model(os.fspath(target), config.target_name_or_path)
                 zero_shot = recorded and config.target_library == "clip"  # its class vectors came with the prompt
+                vectors = load_class_vectors(prompt_name_or_path, revision, **hub) if zero_shot else {}
                 target = load_classifier(
                     target,
                     revision=config.target_revision if recorded else None,
                     library=config.target_library if recorded else None,
                     class_names=config.target_class_names if zero_shot else None,
-                    class_vectors=load_class_vectors(prompt_name_or_path, revision)[TARGET_TASK]
-                    if zero_shot
-                    else None,
+                    class_vectors=vectors.get(TARGET_TASK),
+                    **hub,
                 )
             else:  # a bare module gets the preprocessing the prompt recorded
                 target = load_classifier(

@@ -27,7 +27,7 @@ from .checkpointing import next_index, write_checkpoint
 from .classifiers import FrozenClassifier
 from .configuration_kiop import TARGET_TASK
 from .data import dataset_tensors
-from .evaluation import check_test_set, evaluate_tasks
+from .evaluation import evaluate_tasks
 from .label_mapping import frequency_label_maps
 from .losses import distillation_loss
 from .modeling_kiop import KiOPModel
@@ -35,6 +35,7 @@ from .pixels import resize, to_unit_range
 from .saving import staged_save
 from .synthesis import DataBank, make_synthesizer
 from .training_args import KiOPTrainingArguments
+from .training_inputs import check_training_inputs
 
 
 class KiOPTrainer:
@@ -63,44 +64,7 @@ class KiOPTrainer:
         transfer_images=None,
         eval_sets: dict | None = None,
     ):
-        config = model.config
-        if sorted(sources) != sorted(config.source_names):
-            raise ValueError(
-                f"the prompt serves sources {config.source_names}, but sources for {sorted(sources)} were given"
-            )
-        for name, source in sources.items():
-            expected = config.source(name)["class_names"]
-            if source.num_labels != len(expected):
-                raise ValueError(
-                    f"source {name!r} has {source.num_labels} classes; the prompt's label map expects {len(expected)}"
-                )
-        if args.preservation == "B" and preservation_images is None:
-            raise ValueError(
-                'preservation="B" needs preservation_images: unlabelled real images of the target\'s domain'
-            )
-        if args.preservation != "B" and preservation_images is not None:
-            raise ValueError(
-                f'preservation_images were given but preservation="{args.preservation}" would ignore them; '
-                'set preservation="B" to preserve the target with them'
-            )
-        unknown_weights = sorted(set(args.source_weights or {}) - set(sources))
-        if unknown_weights:
-            raise ValueError(
-                f"source_weights names unknown tasks {unknown_weights}; the sources are {sorted(sources)}"
-            )
-        unknown = sorted(set(eval_sets or {}) - set(config.task_names))
-        if unknown:
-            raise ValueError(f"eval_sets names unknown tasks {unknown}; this prompt's tasks are {config.task_names}")
-        for task, test_set in (eval_sets or {}).items():
-            classes = config.target_num_labels if task == TARGET_TASK else len(config.source(task)["class_names"])
-            check_test_set(task, test_set, classes)
-        if args.transfer_data != "synthetic":
-            transfer_images = _per_source(transfer_images, sources, args.transfer_data)
-        elif transfer_images is not None:
-            raise ValueError(
-                'transfer_images were given but transfer_data="synthetic" would ignore them; set '
-                'transfer_data="unlabelled" or "mixed"'
-            )
+        transfer_images = check_training_inputs(model, sources, args, preservation_images, transfer_images, eval_sets)
         self.model = model
         self.sources = sources
         self.args = args
@@ -354,18 +318,3 @@ class KiOPTrainer:
             self.args.output_dir, self._next_checkpoint, state, self.accelerator, self.args.save_total_limit
         )
         self._next_checkpoint += 1
-
-
-def _per_source(images, sources: dict, mode: str) -> dict:
-    """``transfer_images`` as a dict by task name: one set shared by every source, or one per source."""
-    if images is None:
-        raise ValueError(
-            f'transfer_data="{mode}" needs transfer_images: unlabelled real images of the sources\' domain'
-        )
-    if not isinstance(images, dict):
-        return dict.fromkeys(sources, images)
-    missing = sorted(set(sources) - set(images))
-    unknown = sorted(set(images) - set(sources))
-    if missing or unknown:
-        raise ValueError(f"transfer_images must name every source exactly: missing {missing}, unknown {unknown}")
-    return images

@@ -76,6 +76,22 @@ def forget_downloads():
 
 
 @pytest.mark.parametrize("library", ["transformers", "timm"])
+def test_hub_options_of_from_pretrained_reach_the_target_too(library, hub, timm_folder, tmp_path):
+    PUSH_TARGET[library]("user/letters-classifier")
+    model = trained_looking_prompt(load_classifier("user/letters-classifier"), load_classifier(timm_folder))
+    model.push_to_hub("user/gray-on-letters")
+    forget_downloads()
+    cache = tmp_path / "cache"
+    reloaded = KiOPModel.from_pretrained("user/gray-on-letters", cache_dir=cache)
+    assert {p.name for p in cache.iterdir()} >= {"models--user--gray-on-letters", "models--user--letters-classifier"}
+    assert not Path(constants.HF_HUB_CACHE).exists()  # nothing went to the default cache
+    offline = KiOPModel.from_pretrained("user/gray-on-letters", cache_dir=cache, local_files_only=True)
+    images = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(offline(images, task="gray"), reloaded(images, task="gray"))
+
+
+@pytest.mark.parametrize("library", ["transformers", "timm"])
 def test_push_a_prompt_then_reload_prompt_and_target_by_repo_id(library, hub, timm_folder):
     PUSH_TARGET[library]("user/letters-classifier")
     target = load_classifier("user/letters-classifier")
