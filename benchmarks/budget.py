@@ -26,7 +26,7 @@ from pathlib import Path
 from quality import Bench
 
 from kiop_hf.cli import training_override
-from kiop_hf.pipeline import SCHEDULES
+from kiop_hf.train_job import SCHEDULES
 from kiop_hf.zoo.build import DEFAULT_ROOT
 
 ROWS = ("fast", "cmi", "real")
@@ -40,9 +40,13 @@ def parse_args():
     parser.add_argument("--budgets", type=int, nargs="+", default=[1, 2, 4, 8], help="multiples of 400 prompt updates")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE", type=training_override,
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        type=training_override,
         help="any other KiOPTrainingArguments field for the fast row, e.g. --set recent_share=0.5",
-    )  # fmt: skip
+    )
     parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
     parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--json", help="add the runs to this JSON file (created if missing)")
@@ -56,12 +60,25 @@ def bench_args(args, row: str, budget: int) -> argparse.Namespace:
     rounds = budget * UNIT_UPDATES // schedule["kd_steps"]
     overrides = {k: v for k, v in schedule.items() if k not in ("rounds", "synthesis_steps", "kd_steps", "batch_size")}
     return argparse.Namespace(
-        schedule=ROW_SCHEDULE[row], source="fashion-mnist-resnet", target="letters-resnet10t", zoo_root=args.zoo_root, ring_sizes=[36, 64],
-        rounds=rounds, synthesis_steps=schedule["synthesis_steps"], kd_steps=schedule["kd_steps"],
-        batch_size=schedule["batch_size"], bn_weight=schedule["bn_weight"], learning_rate=schedule["learning_rate"],
-        adv_weight=0.5, reset_generator=False, label_mapping="random", transfer_limit=None,
-        set=[*overrides.items(), *(args.set if row == "fast" else [])], eval_limit=args.eval_limit, seeds=args.seeds,
-    )  # fmt: skip
+        schedule=ROW_SCHEDULE[row],
+        source="fashion-mnist-resnet",
+        target="letters-resnet10t",
+        zoo_root=args.zoo_root,
+        ring_sizes=[36, 64],
+        rounds=rounds,
+        synthesis_steps=schedule["synthesis_steps"],
+        kd_steps=schedule["kd_steps"],
+        batch_size=schedule["batch_size"],
+        bn_weight=schedule["bn_weight"],
+        learning_rate=schedule["learning_rate"],
+        adv_weight=0.5,
+        reset_generator=False,
+        label_mapping="random",
+        transfer_limit=None,
+        set=[*overrides.items(), *(args.set if row == "fast" else [])],
+        eval_limit=args.eval_limit,
+        seeds=args.seeds,
+    )
 
 
 def measure(bench: Bench, args, row: str, budget: int, seed: int) -> dict:
@@ -90,13 +107,21 @@ def summarise(runs: list[dict]) -> list[dict]:
     for (row, budget), group in sorted(groups.items(), key=lambda item: (ROWS.index(item[0][0]), item[0][1])):
         accuracies = [r["source_accuracy"] for r in group]
         mean = lambda key: statistics.fmean(r[key] for r in group)  # noqa: E731
-        lines.append({
-            "row": row, "budget": budget, "prompt_updates": group[0]["prompt_updates"], "rounds": group[0]["rounds"],
-            "seeds": sorted(r["seed"] for r in group), "source_accuracy": statistics.fmean(accuracies),
-            "source_accuracy_sd": statistics.stdev(accuracies) if len(group) > 1 else None,
-            "target_accuracy": mean("target_accuracy"), "retention_drop_points": mean("retention_drop_points"),
-            "wall_seconds": mean("wall_seconds"), "bank_images": group[0]["bank_images"],
-        })  # fmt: skip
+        lines.append(
+            {
+                "row": row,
+                "budget": budget,
+                "prompt_updates": group[0]["prompt_updates"],
+                "rounds": group[0]["rounds"],
+                "seeds": sorted(r["seed"] for r in group),
+                "source_accuracy": statistics.fmean(accuracies),
+                "source_accuracy_sd": statistics.stdev(accuracies) if len(group) > 1 else None,
+                "target_accuracy": mean("target_accuracy"),
+                "retention_drop_points": mean("retention_drop_points"),
+                "wall_seconds": mean("wall_seconds"),
+                "bank_images": group[0]["bank_images"],
+            }
+        )
     real = {line["budget"]: line["source_accuracy"] for line in lines if line["row"] == "real"}
     for line in lines:
         line["ratio_to_real"] = line["source_accuracy"] / real[line["budget"]] if line["budget"] in real else None

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from kiop_hf.configuration_kiop import TARGET_TASK
-from kiop_hf.pipeline import SCHEDULES, KiOPJob, run_kiop
+from kiop_hf.train_job import SCHEDULES, KiOPScriptArguments, run_kiop
 from kiop_hf.training_args import KiOPTrainingArguments
 from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path
 
@@ -66,20 +66,25 @@ def main():
             batch_size=args.batch_size,
         )
         training = KiOPTrainingArguments(
-            **SCHEDULES[args.schedule] | budget, output_dir=str(workdir / label), preservation=args.preservation, seed=args.seed,
-            label_mapping=label_mapping, save_every_rounds=args.rounds, eval_limit=args.eval_limit, use_cpu=True,
-        )  # fmt: skip
+            **SCHEDULES[args.schedule] | budget,
+            output_dir=str(workdir / label),
+            preservation=args.preservation,
+            seed=args.seed,
+            label_mapping=label_mapping,
+            save_every_rounds=args.rounds,
+            eval_limit=args.eval_limit,
+            use_cpu=True,
+        )
         target_data = str(dataset_path(root, specs[TARGET].dataset))
-        job = KiOPJob(
-            training=training,
+        script = KiOPScriptArguments(
             target=str(root / TARGET),
-            sources={task_of[name]: str(root / name) for name in sources},
+            source={task_of[name]: str(root / name) for name in sources},
             ring_sizes=RING_SIZES[len(sources)],
             preservation_images=target_data if args.preservation == "B" else None,
-            eval_sets={task_of[name]: str(dataset_path(root, specs[name].dataset)) for name in sources}
+            eval={task_of[name]: str(dataset_path(root, specs[name].dataset)) for name in sources}
             | {TARGET_TASK: target_data},
         )
-        results = run_kiop(job, log=lambda line: None)
+        results = run_kiop(script, training, log=lambda line: None)
         row = {
             "run": label,
             "label_mapping": label_mapping,

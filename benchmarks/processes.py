@@ -54,8 +54,21 @@ def main():
     for seed in args.seeds:
         for name, (launcher, batch, threads) in kinds.items():
             out = workdir / f"{name} seed {seed}"
-            command = [*launcher, str(EXAMPLE), "--cpu", "--rounds", str(args.rounds), "--eval-limit", "2000",
-                       "--seed", str(seed), "--batch-size", str(batch), "--output-dir", str(out)]  # fmt: skip
+            command = [
+                *launcher,
+                str(EXAMPLE),
+                "--cpu",
+                "--rounds",
+                str(args.rounds),
+                "--eval-limit",
+                "2000",
+                "--seed",
+                str(seed),
+                "--batch-size",
+                str(batch),
+                "--output-dir",
+                str(out),
+            ]
             runs[name].append(run(command, out, threads) | {"seed": seed})
             r = runs[name][-1]
             print(f"[{name}, seed {seed}] source {r[source_task(r)]:.2%}, target {r['target']:.2%}", flush=True)

@@ -38,9 +38,9 @@ from kiop_hf.configuration_kiop import TARGET_TASK
 from kiop_hf.data import dataset_tensors
 from kiop_hf.evaluation import evaluate_tasks, predict
 from kiop_hf.losses import distillation_loss
-from kiop_hf.pipeline import SCHEDULES
 from kiop_hf.pixels import to_unit_range
 from kiop_hf.synthesis import DataBank, make_synthesizer
+from kiop_hf.train_job import SCHEDULES
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path
@@ -56,9 +56,11 @@ def parse_args():
     parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--ring-sizes", type=int, nargs="+", default=[36, 64])
     parser.add_argument(
-        "--schedule", choices=sorted(SCHEDULES), default="fast",
+        "--schedule",
+        choices=sorted(SCHEDULES),
+        default="fast",
         help="the embedded default's schedule (fast) or the earlier CMI default's; the flags below override it",
-    )  # fmt: skip
+    )
     for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size"):  # default: the schedule's budget
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
     parser.add_argument("--bn-weight", type=float, help="BatchNorm prior weight (reference: 1.0)")
@@ -173,10 +175,12 @@ class Bench:
             name = f"{self.args.transfer_limit or 'all'} unlabelled source images, {preservation}"
         args = self.training_args(name, preservation, transfer_data=transfer_data)
         trainer = KiOPTrainer(
-            model, {self.task: self.source}, args,
+            model,
+            {self.task: self.source},
+            args,
             preservation_images=self.target_data if preservation == "B" else None,
             transfer_images=self.transfer_images() if transfer_data != "synthetic" else None,
-        )  # fmt: skip
+        )
         trainer.train()
         row = self.prompt_row(name, model, time.perf_counter() - start)
         if transfer_data == "synthetic":
@@ -233,7 +237,7 @@ class Bench:
         for _ in range(steps):
             batch = torch.randint(len(images), (a.batch_size,))
             loss = F.cross_entropy(model(to_unit_range(images[batch]), task=self.task), labels[batch])
-            x = to_unit_range(preservation.sample(a.batch_size))
+            x = preservation.sample(a.batch_size)
             with torch.no_grad():
                 teacher = self.target(x)
             loss = loss + distillation_loss(model(x), teacher, training.temperature)
@@ -307,7 +311,8 @@ def format_row(r: dict) -> str:
 def format_bank_fit(r: dict) -> str:
     return (
         f"  fit to its synthetic bank: the prompt agrees with the source on {r['bank_agreement']:.2%} of it; the "
-        f"source's mean top-1 probability is {r['source_confidence_bank']:.3f} there, {r['source_confidence_test']:.3f} on real test images"
+        f"source's mean top-1 probability is {r['source_confidence_bank']:.3f} there, "
+        f"{r['source_confidence_test']:.3f} on real test images"
     )
 
 
@@ -335,9 +340,13 @@ def main():
         f"{'method':<34}{'source acc':>18}{'target acc':>11}{'drop (pts)':>11}{'params':>10}{'bytes':>11}{'wall s':>9}"
     )
     runs = {
-        "untrained": bench.untrained, "B": lambda: bench.kiop("B"), "BF": lambda: bench.kiop("BF"),
-        "unlabelled": lambda: bench.kiop("B", "unlabelled"), "real": bench.real_data_prompt, "dfkd": bench.dfkd_student,
-    }  # fmt: skip
+        "untrained": bench.untrained,
+        "B": lambda: bench.kiop("B"),
+        "BF": lambda: bench.kiop("BF"),
+        "unlabelled": lambda: bench.kiop("B", "unlabelled"),
+        "real": bench.real_data_prompt,
+        "dfkd": bench.dfkd_student,
+    }
     per_seed, rows = [], []
     for name in args.rows:
         measured = []

@@ -24,8 +24,8 @@ import torch
 
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.configuration_kiop import TARGET_TASK
-from kiop_hf.pipeline import CMI_SCHEDULE, DEFAULT_SCHEDULE, DEFAULT_SOURCE, DEFAULT_TARGET
 from kiop_hf.synthesis import make_synthesizer
+from kiop_hf.train_job import CMI_SCHEDULE, DEFAULT_SCHEDULE, DEFAULT_SOURCE, DEFAULT_TARGET
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo
@@ -75,7 +75,8 @@ def main():
     seconds = {label: statistics.median(values) for label, values in times.items()}
 
     print(
-        f"torch threads: {torch.get_num_threads()}, batch {CMI_SCHEDULE['batch_size']}, median of {args.repeats}, interleaved"
+        f"torch threads: {torch.get_num_threads()}, batch {CMI_SCHEDULE['batch_size']}, "
+        f"median of {args.repeats}, interleaved"
     )
     for label, value in seconds.items():
         print(f"{label:<62}{value:>8.3f} s")

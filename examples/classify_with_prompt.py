@@ -4,19 +4,18 @@
     python examples/classify_with_prompt.py user/fashion-on-letters --task fashion_mnist --dataset DATASET --limit 8
     python examples/classify_with_prompt.py outputs/kiop-prompt --dataset DATASET   # the target's own task
 
-``--dataset`` takes a Hub dataset id, a saved dataset or an image folder (its test split).
+``--dataset`` takes a Hub dataset id, a saved dataset or an image folder (its test split). The classification runs
+through ``pipeline("kiop-image-classification", ...)``, which ``import kiop_hf`` registers with transformers.
 """
 
 from __future__ import annotations
 
 import argparse
 
-import torch
-from PIL import Image
+from transformers import pipeline
 
-from kiop_hf import KiOPModel
-from kiop_hf.data import dataset_tensors, images_to_tensor
-from kiop_hf.pixels import to_unit_range
+import kiop_hf  # noqa: F401  registers the prompt classes and the pipeline
+from kiop_hf.data import image_column, load_image_dataset
 
 
 def parse_args(argv=None):
@@ -27,31 +26,25 @@ def parse_args(argv=None):
     parser.add_argument("--revision", help="prompt revision (branch, tag or commit); it also pins the target")
     parser.add_argument("--dataset", help="classify the first --limit test images of this dataset instead")
     parser.add_argument("--limit", type=int, default=8)
+    parser.add_argument("--top-k", type=int, default=1, help="classes to print per image")
     return parser.parse_intermixed_args(argv)
 
 
 def main(argv=None) -> list[str]:
     args = parse_args(argv)
-    model = KiOPModel.from_pretrained(args.prompt, revision=args.revision)
-    config = model.config
-    channels = config.source(args.task)["num_channels"] if args.task else config.num_channels
+    classifier = pipeline("kiop-image-classification", model=args.prompt, revision=args.revision)
     if args.dataset:
-        images, _ = dataset_tensors(args.dataset, config.image_size, channels, "test", args.limit)
+        dataset = load_image_dataset(args.dataset, "test")
+        images = dataset.select(range(min(args.limit, len(dataset))))[image_column(dataset)]
         names = [f"{args.dataset}[{i}]" for i in range(len(images))]
     elif args.images:
-        images = images_to_tensor([Image.open(path) for path in args.images], config.image_size, channels)
-        names = args.images
+        images, names = args.images, args.images
     else:
         raise SystemExit("give image files or --dataset")
-    with torch.no_grad():
-        probabilities = model(to_unit_range(images), task=args.task).softmax(-1)
-    class_names = model.class_names(args.task)
-    predicted = []
-    for name, row in zip(names, probabilities):
-        index = int(row.argmax())
-        predicted.append(class_names[index])
-        print(f"{name}: {class_names[index]} ({row[index]:.1%})")
-    return predicted
+    results = classifier(images, task=args.task, top_k=args.top_k)
+    for name, result in zip(names, results):
+        print(f"{name}: " + ", ".join(f"{r['label']} ({r['score']:.1%})" for r in result))
+    return [result[0]["label"] for result in results]
 
 
 if __name__ == "__main__":

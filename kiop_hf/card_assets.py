@@ -31,17 +31,25 @@ def prompt_picture(prompt, scale: int = 4) -> Image.Image:
     return to_pil(prompt(blank, task)[0], scale)
 
 
-def image_grid(images: torch.Tensor, columns: int = 8, scale: int = 2, padding: int = 2) -> Image.Image:
-    """A grid of (N, C, H, W) images, row by row, on a white background."""
+def image_grid(
+    images: torch.Tensor, labels: list[str] | None = None, columns: int = 8, scale: int = 3, padding: int = 2
+) -> Image.Image:
+    """A grid of (N, C, H, W) images, row by row, on a white background, each with its caption below if given."""
     rows = math.ceil(len(images) / columns)
     size = images.shape[-1] * scale
-    grid = Image.new("RGB", (columns * (size + padding) + padding, rows * (size + padding) + padding), "white")
+    caption = 12 if labels else 0
+    cell_width, cell_height = size + padding, size + caption + padding
+    grid = Image.new("RGB", (columns * cell_width + padding, rows * cell_height + padding), "white")
+    draw, font = ImageDraw.Draw(grid), ImageFont.load_default()
     for index, image in enumerate(images):
         row, column = divmod(index, columns)
-        grid.paste(
-            to_pil(image, scale).convert("RGB"),
-            (padding + column * (size + padding), padding + row * (size + padding)),
-        )
+        x, y = padding + column * cell_width, padding + row * cell_height
+        grid.paste(to_pil(image, scale).convert("RGB"), (x, y))
+        if labels:
+            text = labels[index]
+            while text and draw.textlength(text, font=font) > size:  # fit the caption to the cell
+                text = text[:-1]
+            draw.text((x, y + size), text, fill="black", font=font)
     return grid
 
 

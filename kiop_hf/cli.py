@@ -12,21 +12,26 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser
 
-from .pipeline import KiOPScriptArguments, _pairs
+from .train_job import KiOPScriptArguments, parse_pairs
 from .training_args import KiOPTrainingArguments
 from .zoo.build import DEFAULT_ROOT, build_zoo
 
+TRAIN_SUMMARY = "train a prompt (without --target/--source: the embedded zoo default), evaluate, save, push"
 TRAIN_HELP = (
     "Train a prompt, evaluate, save, push. Without --target and --source it is the embedded default on the reference "
-    "zoo, whose schedule (kiop_hf.pipeline.DEFAULT_SCHEDULE) replaces the defaults shown below."
+    "zoo, whose schedule (kiop_hf.train_job.DEFAULT_SCHEDULE) replaces the defaults shown below."
 )
+PAIR_FIELDS = ("source", "eval")  # NAME=VALUE lists: flags given replace a config file's, rather than add to them
 
 
 def _zoo(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     results = build_zoo(args.root)
     print(f"\nReference zoo in {args.root} ({time.perf_counter() - start:.0f} s)")
-    header = f"{'model':<24}{'role':<8}{'library':<14}{'architecture':<20}{'classes':>8}{'params':>10}{'test acc':>10}{'build s':>9}"
+    header = (
+        f"{'model':<24}{'role':<8}{'library':<14}{'architecture':<20}{'classes':>8}{'params':>10}{'test acc':>10}"
+        f"{'build s':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
@@ -36,18 +41,12 @@ def _zoo(args: argparse.Namespace) -> None:
         )
 
 
-def _arguments_parser(dataclasses, **kwargs) -> HfArgumentParser:
-    parser = HfArgumentParser(dataclasses, **kwargs)
-    parser._option_string_actions["--source_weights"].type = str  # a JSON object, parsed by the arguments
-    return parser
-
-
 def train_parser() -> HfArgumentParser:
     """``kiop-hf train``'s flags: every field of the script and training arguments, with its help."""
-    parser = _arguments_parser(
+    parser = HfArgumentParser(
         (KiOPScriptArguments, KiOPTrainingArguments), prog="kiop-hf train", description=TRAIN_HELP
     )
-    parser.add_argument("--config", help="a YAML or JSON file of the same arguments (flags given here override it)")
+    parser.add_argument("--config", help="A YAML or JSON file of the same arguments (flags given here override it).")
     return parser
 
 
@@ -55,16 +54,23 @@ def training_override(text: str) -> tuple[str, object]:
     """``KEY=VALUE`` for one ``KiOPTrainingArguments`` field, the value typed and checked as ``kiop-hf train --KEY
     VALUE`` would (the benchmarks' ``--set``)."""
     key, sep, value = text.partition("=")
-    if not sep or key not in {f.name for f in fields(KiOPTrainingArguments)}:
+    kinds = {f.name: str(f.type) for f in fields(KiOPTrainingArguments)}
+    if not sep or key not in kinds:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a KiOPTrainingArguments field, got {text!r}")
-    namespace, _ = _arguments_parser(KiOPTrainingArguments).parse_known_args([f"--{key}", *value.split()])
+    if value in ("null", "None"):
+        return key, None
+    values = value.split() if kinds[key].startswith("list") else [value]
+    try:
+        namespace = HfArgumentParser(KiOPTrainingArguments, exit_on_error=False).parse_args([f"--{key}", *values])
+    except (argparse.ArgumentError, SystemExit) as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
     return key, getattr(namespace, key)
 
 
 def parse_train_args(argv: list[str]) -> tuple[KiOPScriptArguments, KiOPTrainingArguments]:
     """Arguments by precedence: the dataclass defaults, the embedded default's schedule (without models), a
     ``--config`` file, then the flags."""
-    from .pipeline import DEFAULT_SCHEDULE
+    from .train_job import DEFAULT_SCHEDULE
 
     parser = train_parser()
     config_path = parser.parse_known_args(argv)[0].config
@@ -73,9 +79,11 @@ def parse_train_args(argv: list[str]) -> tuple[KiOPScriptArguments, KiOPTraining
     unknown = sorted(set(config) - known)
     if unknown:
         raise SystemExit(f"{config_path} sets unknown arguments {unknown}; see kiop-hf train --help")
+    given = _given_pairs(argv)
     config = {
-        k: [f"{n}={v}" for n, v in v.items()] if k in ("source", "eval") and isinstance(v, dict) else v
-        for k, v in config.items()
+        key: [f"{n}={v}" for n, v in value.items()] if key in PAIR_FIELDS and isinstance(value, dict) else value
+        for key, value in config.items()
+        if key not in given
     }
     parser.set_defaults(**config)
     models = parser.parse_known_args(argv)[0]
@@ -88,6 +96,15 @@ def parse_train_args(argv: list[str]) -> tuple[KiOPScriptArguments, KiOPTraining
     return script, training
 
 
+def _given_pairs(argv: list[str]) -> set[str]:
+    """Which ``NAME=VALUE`` list fields the flags give (and so replace, not extend, in a config file)."""
+    reader = argparse.ArgumentParser(add_help=False)
+    for name in PAIR_FIELDS:
+        reader.add_argument(f"--{name}", action="append")
+    found = reader.parse_known_args(argv)[0]
+    return {name for name in PAIR_FIELDS if getattr(found, name)}
+
+
 def _read_config(path: str) -> dict:
     text = Path(path).read_text()
     config = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
@@ -97,7 +114,7 @@ def _read_config(path: str) -> dict:
 
 
 def _train(argv: list[str]) -> None:
-    from .pipeline import run_kiop
+    from .train_job import run_kiop
 
     run_kiop(*parse_train_args(argv))
 
@@ -111,11 +128,11 @@ def _push(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_tasks
-    from .modeling_kiop import KiOPModel
+    from .kiop_model import KiOPModel
 
     model = KiOPModel.from_pretrained(args.prompt, revision=args.revision)
     try:
-        eval_sets = _pairs(args.eval, "--eval")
+        eval_sets = parse_pairs(args.eval, "--eval")
     except ValueError as error:
         raise SystemExit(f"kiop-hf evaluate: {error}") from None
     for key, value in evaluate_tasks(model, eval_sets, limit=args.eval_limit).items():
@@ -129,9 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     zoo.add_argument("--root", default=str(DEFAULT_ROOT), help="folder of the zoo (default: %(default)s)")
     zoo.set_defaults(func=_zoo)
 
-    commands.add_parser(
-        "train", help=TRAIN_HELP.split(". ")[0].lower(), add_help=False
-    )  # parsed by train_parser() from the dataclasses
+    commands.add_parser("train", help=TRAIN_SUMMARY, add_help=False)  # parsed by train_parser() from the dataclasses
     evaluate = commands.add_parser("evaluate", help="accuracy of a saved or published prompt on labelled test sets")
     evaluate.add_argument("prompt", help="prompt folder or Hub id")
     evaluate.add_argument("--revision", help="prompt revision (branch, tag or commit)")

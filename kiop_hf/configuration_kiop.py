@@ -241,8 +241,8 @@ class KiOPPromptConfig(PretrainedConfig):
                 raise ValueError(f"source {name!r} has image_size {source['image_size']}; a positive size is needed")
             if not can_convert_channels(source["num_channels"], self.num_channels):
                 raise ValueError(
-                    f"source {name!r} has {source['num_channels']}-channel images, which a {self.num_channels}-channel "
-                    "target cannot be served (only 1 <-> 3 channel conversion is defined)"
+                    f"source {name!r} has {source['num_channels']}-channel images, which a "
+                    f"{self.num_channels}-channel target cannot be served (only 1 <-> 3 channel conversion is defined)"
                 )
             if len(label_map) != len(source["class_names"]):
                 raise ValueError(

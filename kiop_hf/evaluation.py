@@ -9,7 +9,7 @@ import torch
 
 from .configuration_kiop import TARGET_TASK
 from .data import dataset_tensors, image_column, load_image_dataset
-from .modeling_kiop import KiOPModel
+from .kiop_model import KiOPModel
 from .pixels import to_unit_range
 
 ACCURACY_METRIC = Path(__file__).parent / "metrics" / "accuracy"

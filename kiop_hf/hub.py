@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from huggingface_hub.errors import (
 
 from .clip import CLASS_VECTORS_FILE
 from .configuration_kiop import KiOPPromptConfig
+from .model_card import card_for_repo
 from .saving import PROMPT_FILES, PUBLISHED, finish_interrupted_save
 
 
@@ -51,14 +53,21 @@ def upload_prompt_folder(
     api = HfApi(token=token)
     if revision not in (None, "main"):
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    return api.upload_folder(
-        repo_id=repo_id,
-        folder_path=folder,
-        commit_message=commit_message,
-        revision=revision,
-        create_pr=create_pr,
-        allow_patterns=PUBLISHED,
-    )
+    with tempfile.TemporaryDirectory() as staging:  # the published files, the card naming this repo
+        for pattern in PUBLISHED:
+            for path in folder.glob(pattern):
+                shutil.copy2(path, Path(staging) / path.name)
+        if (folder / "README.md").is_file():
+            (Path(staging) / "README.md").write_text(card_for_repo(folder / "README.md", repo_id))
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=staging,
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+            allow_patterns=PUBLISHED,
+            delete_patterns=PUBLISHED,  # an earlier push's files that this folder no longer has
+        )
 
 
 def push_prompt_folder(

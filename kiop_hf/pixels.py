@@ -55,14 +55,15 @@ def prepare(images: torch.Tensor, size: int, num_channels: int) -> torch.Tensor:
 
 def pil_to_pixels(image: Image.Image, size: int, num_channels: int) -> torch.Tensor:
     """One PIL image of any mode -> (C, H, W) float pixels in [0, 1], channel-matched and resized by ``prepare``."""
-    if image.mode in ("I", "I;16", "F"):  # wide grayscale: scale to 8 bits as PIL's "L" conversion would clip
+    if image.mode in ("I", "I;16", "F"):  # wide grayscale: 16-bit (or 8-bit values held as int) to [0, 1]
         array = np.asarray(image, dtype=np.float32)
-        array = array / max(float(array.max()), 1.0) if image.mode != "F" else array.clip(0, 1)
-        pixels = torch.from_numpy(array)[None, None]
+        if image.mode != "F":
+            array = array / (255.0 if image.mode == "I" and array.max() <= 255 else 65535.0)
+        pixels = torch.from_numpy(array.clip(0, 1))[None, None]
     else:
         image = image.convert("L" if image.mode in _SINGLE_CHANNEL_MODES else "RGB")
-        array = np.asarray(image)
-        pixels = torch.from_numpy(array[..., None] if array.ndim == 2 else array.copy()).permute(2, 0, 1)[None]
+        array = np.array(image)  # a writable copy: PIL's buffer is read-only
+        pixels = torch.from_numpy(array[..., None] if array.ndim == 2 else array).permute(2, 0, 1)[None]
     return prepare(pixels, size, num_channels)[0]
 
 

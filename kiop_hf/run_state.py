@@ -109,7 +109,7 @@ def restore(trainer, folder: str | Path | None) -> None:
     check_fingerprint(run["fingerprint"], fingerprint(trainer), folder, args.resume_overrides)
     trainer.round, trainer.history = run["round"], run["history"]
     if run["label_mapping"] == "frequency":
-        trainer.set_label_maps(run["label_maps"])
+        trainer.write_prompt_config(run["label_maps"])
     with torch.no_grad():
         for i, ring in enumerate(trainer.model.prompt.rings):
             ring.copy_(state["prompt"][str(i)])

@@ -27,6 +27,7 @@ PROMPT_FILES = ("config.json", "model.safetensors")
 PUBLISHED = [
     *PROMPT_FILES,
     CLASS_VECTORS_FILE,
+    "preprocessor_config.json",
     "README.md",
     "results.json",
     PROMPT_PICTURE,

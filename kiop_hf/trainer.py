@@ -28,10 +28,10 @@ from .classifiers import FrozenClassifier
 from .configuration_kiop import TARGET_TASK
 from .data import dataset_tensors
 from .evaluation import evaluate_tasks
+from .kiop_model import KiOPModel
 from .label_mapping import frequency_label_maps
 from .losses import distillation_loss
-from .modeling_kiop import KiOPModel
-from .pixels import resize, to_unit_range
+from .pixels import resize
 from .saving import staged_save
 from .synthesis import DataBank, make_synthesizer
 from .training_args import KiOPTrainingArguments
@@ -137,7 +137,7 @@ class KiOPTrainer:
         # through DDP; optimizer and scheduler are identical on every rank.
         self.round = 0
         self._next_checkpoint = next_index(args.output_dir)
-        self.set_label_maps(None)  # records the data regime in the prompt's config
+        self.write_prompt_config()
         self.is_set_up = True
 
     # -- the two periods ----------------------------------------------------------------------------------------
@@ -168,7 +168,7 @@ class KiOPTrainer:
         processes, so every rank sets the same maps."""
         counts = {}
         for name, source in self.sources.items():
-            x = torch.cat([to_unit_range(bank.sample(4 * self.args.batch_size)) for bank in self.source_banks[name]])
+            x = torch.cat([bank.sample(4 * self.args.batch_size) for bank in self.source_banks[name]])
             x = x.to(self.accelerator.device)
             labels = source(x).argmax(-1)
             predictions = self.model.target_logits(resize(x, self.model.config.image_size), task=name).argmax(-1)
@@ -176,17 +176,17 @@ class KiOPTrainer:
             table.index_put_((labels, predictions), torch.ones_like(labels, dtype=table.dtype), accumulate=True)
             counts[name] = self.accelerator.reduce(table, reduction="sum").cpu()
         maps = frequency_label_maps(counts)
-        self.set_label_maps(maps)
+        self.write_prompt_config(maps)
         return maps
 
-    def set_label_maps(self, maps: dict[str, list[int]] | None) -> None:
+    def write_prompt_config(self, label_maps: dict[str, list[int]] | None = None) -> None:
         """The one place the trainer writes into the prompt's config: the run's data regime, and frequency-based
         label maps when given."""
         config = self.model.config
         config.data_regime = {"transfer": self.args.transfer_data, "preservation": self.args.preservation}
-        if maps is not None:
+        if label_maps is not None:
             for source in config.sources:
-                source["label_map"] = list(maps[source["name"]])
+                source["label_map"] = list(label_maps[source["name"]])
             config.label_mapping = "frequency"
         config.validate()
 
@@ -206,13 +206,13 @@ class KiOPTrainer:
                 shares = [
                     args.batch_size // len(banks) + (i < args.batch_size % len(banks)) for i in range(len(banks))
                 ]
-                x = torch.cat([to_unit_range(self._sample(bank, n)) for bank, n in zip(banks, shares)]).to(device)
+                x = torch.cat([self._sample(bank, n) for bank, n in zip(banks, shares)]).to(device)
                 with torch.no_grad():
                     teacher = source(x)
                 loss = distillation_loss(self.prompted(name, x), teacher, args.temperature)
                 losses[name] = weights.get(name, 1.0) * loss
             if args.preservation != "none":
-                x = to_unit_range(self._sample(self.banks[TARGET_TASK], args.batch_size)).to(device)
+                x = self._sample(self.banks[TARGET_TASK], args.batch_size).to(device)
                 with torch.no_grad():
                     teacher = self.model.target(x)
                 student = self.model(x, task=TARGET_TASK)

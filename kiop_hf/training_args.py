@@ -60,8 +60,10 @@ def _finite_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _help(text: str, **metadata) -> dict:
-    return {"help": text, **metadata}
+def field_help(text: str, **argparse_options) -> dict:
+    """A field's metadata for ``HfArgumentParser``: its help text, and argparse options where the type alone
+    does not say how the flag reads."""
+    return {"help": text, **argparse_options}
 
 
 @dataclass
@@ -74,33 +76,37 @@ class KiOPTrainingArguments:
     """
 
     output_dir: str = field(
-        default="outputs/kiop-prompt", metadata=_help("Where the prompt, its card, results and checkpoints go.")
+        default="outputs/kiop-prompt", metadata=field_help("Where the prompt, its card, results and checkpoints go.")
     )
     # Schedule
-    rounds: int = field(default=100, metadata=_help("Rounds of synthesis followed by knowledge storing."))
-    synthesis_steps: int = field(default=200, metadata=_help("Synthesis steps per round and inverted model."))
-    kd_steps: int = field(default=400, metadata=_help("Knowledge-storing (prompt SGD) steps per round."))
-    batch_size: int = field(default=128, metadata=_help("Images per synthesis batch and per knowledge-storing batch."))
-    seed: int = field(default=0, metadata=_help("Random seed of the prompt, the synthesis and the sampling."))
+    rounds: int = field(default=100, metadata=field_help("Rounds of synthesis followed by knowledge storing."))
+    synthesis_steps: int = field(default=200, metadata=field_help("Synthesis steps per round and inverted model."))
+    kd_steps: int = field(default=400, metadata=field_help("Knowledge-storing (prompt SGD) steps per round."))
+    batch_size: int = field(
+        default=128, metadata=field_help("Images per synthesis batch and per knowledge-storing batch.")
+    )
+    seed: int = field(default=0, metadata=field_help("Random seed of the prompt, the synthesis and the sampling."))
     seed_per_process: bool = field(
         default=True,
-        metadata=_help(
+        metadata=field_help(
             "With several processes each rank synthesises its own data; False gives every rank the same data, "
             "which then reproduces a 1-process run exactly (a check of a multi-process setup)."
         ),
     )
     # Knowledge storing
-    learning_rate: float = field(default=0.8, metadata=_help("SGD learning rate of the prompt (cosine decay)."))
-    momentum: float = field(default=0.9, metadata=_help("SGD momentum of the prompt, in [0, 1)."))
-    weight_decay: float = field(default=1e-4, metadata=_help("SGD weight decay of the prompt."))
-    temperature: float = field(default=20.0, metadata=_help("Distillation temperature T of the T^2 KL terms."))
-    source_weights: dict[str, float] | None = field(
+    learning_rate: float = field(default=0.8, metadata=field_help("SGD learning rate of the prompt (cosine decay)."))
+    momentum: float = field(default=0.9, metadata=field_help("SGD momentum of the prompt, in [0, 1)."))
+    weight_decay: float = field(default=1e-4, metadata=field_help("SGD weight decay of the prompt."))
+    temperature: float = field(default=20.0, metadata=field_help("Distillation temperature T of the T^2 KL terms."))
+    source_weights: dict[str, float] | str | None = field(
         default=None,
-        metadata=_help("Weight of each source's term by task name (JSON on the command line: '{\"fashion\": 2}')."),
+        metadata=field_help(
+            "Weight of each source's term by task name (JSON on the command line: '{\"fashion\": 2}')."
+        ),
     )
     transfer_data: TransferData = field(
         default="synthetic",
-        metadata=_help(
+        metadata=field_help(
             'Where the sources\' knowledge is read from: "synthetic" inverts each source (data-free KiOP), '
             '"unlabelled" uses real unlabelled transfer images (the PromptKD regime), "mixed" draws half of every '
             "batch from each."
@@ -108,88 +114,107 @@ class KiOPTrainingArguments:
     )
     label_mapping: LabelMapping = field(
         default="random",
-        metadata=_help(
+        metadata=field_help(
             "How source classes are read from target classes: the model's fixed maps (\"random\", the paper's), or "
             '"frequency": after the first synthesis each source class takes the free target class the prompted '
             "target most often predicts for its samples (one-to-one), refreshed every label_mapping_refresh_rounds."
         ),
     )
     label_mapping_refresh_rounds: int = field(
-        default=0, metadata=_help('Refresh the "frequency" label maps every this many rounds (0: never).')
+        default=0, metadata=field_help('Refresh the "frequency" label maps every this many rounds (0: never).')
     )
     preservation: Preservation = field(
         default="BF",
-        metadata=_help(
+        metadata=field_help(
             'Preservation of the target\'s own task: "BF" inverts the target (data-free), "B" uses real unlabelled '
             'target-domain images, "none" trains without the term.'
         ),
     )
-    preservation_weight: float = field(default=1.0, metadata=_help("Weight of the preservation term."))
+    preservation_weight: float = field(default=1.0, metadata=field_help("Weight of the preservation term."))
     # Synthesis
     synthesizer: SynthesisMethod = field(
         default="cmi",
-        metadata=_help(
+        metadata=field_help(
             'Synthesis method: "cmi" (KiOP\'s), "fast" (FastDFKD: a meta-learned generator adapted for a few steps '
             'per round, cheap enough for many more rounds) or "deepinversion" (pixels optimised directly).'
         ),
     )
     synthesis_lr: float | None = field(
         default=None,
-        metadata=_help("Adam learning rate of the synthesis (None: the method's, 0.01 or 0.05 for deepinversion)."),
+        metadata=field_help(
+            "Adam learning rate of the synthesis (None: the method's, 0.01 or 0.05 for deepinversion)."
+        ),
     )
-    bn_weight: float = field(default=1.0, metadata=_help("Weight of the BatchNorm-statistics prior."))
-    oh_weight: float = field(default=1.0, metadata=_help("Weight of the class (one-hot cross-entropy) term."))
-    adv_weight: float = field(default=0.5, metadata=_help("Weight of the adversarial term against the prompt."))
+    bn_weight: float = field(default=1.0, metadata=field_help("Weight of the BatchNorm-statistics prior."))
+    oh_weight: float = field(default=1.0, metadata=field_help("Weight of the class (one-hot cross-entropy) term."))
+    adv_weight: float = field(default=0.5, metadata=field_help("Weight of the adversarial term against the prompt."))
     cr_weight: float | None = field(
-        default=None, metadata=_help("Weight of the contrastive term (None: the method's, 0.8 for cmi, 0 for fast).")
+        default=None,
+        metadata=field_help("Weight of the contrastive term (None: the method's, 0.8 for cmi, 0 for fast)."),
     )
-    cr_temperature: float = field(default=0.6, metadata=_help("Temperature of the contrastive term."))
-    memory_bank_size: int = field(default=40_960, metadata=_help("Feature rows in the contrastive memory bank."))
-    num_negatives: int = field(default=4_096, metadata=_help("Negatives drawn from the memory bank per step."))
-    head_dim: int = field(default=256, metadata=_help("Output size of the contrastive projection head."))
-    reset_generator: bool = field(default=True, metadata=_help("cmi: a new generator every round (False: keep it)."))
-    latent_lr: float = field(default=0.05, metadata=_help("fast: learning rate of the latent codes."))
+    cr_temperature: float = field(default=0.6, metadata=field_help("Temperature of the contrastive term."))
+    memory_bank_size: int = field(default=40_960, metadata=field_help("Feature rows in the contrastive memory bank."))
+    num_negatives: int = field(default=4_096, metadata=field_help("Negatives drawn from the memory bank per step."))
+    head_dim: int = field(default=256, metadata=field_help("Output size of the contrastive projection head."))
+    reset_generator: bool = field(
+        default=True, metadata=field_help("cmi: a new generator every round (False: keep it).")
+    )
+    latent_lr: float = field(default=0.05, metadata=field_help("fast: learning rate of the latent codes."))
     meta_step: float = field(
-        default=0.5, metadata=_help("fast: Reptile step of the meta weights towards the adapted ones, in (0, 1].")
+        default=0.5, metadata=field_help("fast: Reptile step of the meta weights towards the adapted ones, in (0, 1].")
     )
     bn_momentum: float = field(
-        default=0.9, metadata=_help("fast: momentum of the batch statistics averaged across rounds in the BN prior.")
+        default=0.9,
+        metadata=field_help("fast: momentum of the batch statistics averaged across rounds in the BN prior."),
     )
     data_bank_size: int | None = field(
-        default=None, metadata=_help("At most this many images per inverted model (None: all; newest replace oldest).")
+        default=None,
+        metadata=field_help("At most this many images per inverted model (None: all; newest replace oldest)."),
     )
     recent_share: float = field(
         default=0.0,
-        metadata=_help("Share of each knowledge-storing batch drawn from the newest synthetic batch, in [0, 1]."),
+        metadata=field_help("Share of each knowledge-storing batch drawn from the newest synthetic batch, in [0, 1]."),
     )
     # Checkpoints, logging, hardware
-    save_every_rounds: int = field(default=1, metadata=_help("Write a checkpoint every this many rounds."))
-    save_total_limit: int | None = field(default=2, metadata=_help("Keep at most this many checkpoints (None: all)."))
-    logging_steps: int = field(default=50, metadata=_help("Log the losses every this many knowledge-storing steps."))
-    report_to: list[str] = field(
-        default_factory=list, metadata=_help("accelerate trackers to log to (tensorboard, wandb, ...).")
+    save_every_rounds: int = field(default=1, metadata=field_help("Write a checkpoint every this many rounds."))
+    save_total_limit: int | None = field(
+        default=2, metadata=field_help("Keep at most this many checkpoints (None: all).")
     )
-    use_cpu: bool = field(default=False, metadata=_help("Run on CPU even if a GPU is present.", aliases=["--cpu"]))
+    logging_steps: int = field(
+        default=50, metadata=field_help("Log the losses every this many knowledge-storing steps.")
+    )
+    report_to: list[str] = field(
+        default_factory=list, metadata=field_help("accelerate trackers to log to (tensorboard, wandb, ...).")
+    )
+    use_cpu: bool = field(
+        default=False, metadata=field_help("Run on CPU even if a GPU is present.", aliases=["--cpu"])
+    )
     mixed_precision: MixedPrecision | None = field(
         default=None,
-        metadata=_help(
+        metadata=field_help(
             '"no" or "bf16": autocast for the frozen models\' passes and the generator (the prompt\'s parameters and '
             "optimizer stay fp32); None takes accelerate's setting (`accelerate launch --mixed_precision bf16`)."
         ),
     )
     resume_overrides: list[str] = field(
         default_factory=list,
-        metadata=_help(
+        metadata=field_help(
             'Arguments a resumed run may change against its checkpoint (every other one must match): only "rounds", '
             "to extend or shorten a run, whose cosine learning-rate schedule then stretches to the new length."
         ),
     )
     # Evaluation and publishing, as in transformers
-    eval_limit: int | None = field(default=None, metadata=_help("Evaluate on at most this many test images per task."))
-    push_to_hub: bool = field(default=False, metadata=_help("Push the prompt and its card to hub_model_id."))
-    hub_model_id: str | None = field(default=None, metadata=_help("Hub repo to push to (default: output_dir's name)."))
-    hub_private_repo: bool | None = field(default=None, metadata=_help("Create the Hub repo private."))
-    hub_token: str | None = field(default=None, metadata=_help("Hub token (default: the logged-in one)."))
+    eval_limit: int | None = field(
+        default=None, metadata=field_help("Evaluate on at most this many test images per task.")
+    )
+    push_to_hub: bool = field(default=False, metadata=field_help("Push the prompt and its card to hub_model_id."))
+    hub_model_id: str | None = field(
+        default=None, metadata=field_help("Hub repo to push to (default: output_dir's name).")
+    )
+    hub_private_repo: bool | None = field(
+        default=None, metadata=field_help("Create the Hub repo private.", nargs="?", const=True)
+    )
+    hub_token: str | None = field(default=None, metadata=field_help("Hub token (default: the logged-in one)."))
 
     def __post_init__(self):
         """Refuse a bad argument here, with its name and what it takes, rather than deep inside a long run."""

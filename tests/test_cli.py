@@ -84,7 +84,7 @@ def test_evaluate_tasks_counts_correct_top1_predictions(transformers_folder, tim
 
 
 def test_train_help_lists_every_argument_with_its_help(capsys):
-    from kiop_hf.pipeline import KiOPScriptArguments
+    from kiop_hf.train_job import KiOPScriptArguments
     from kiop_hf.training_args import KiOPTrainingArguments
 
     with pytest.raises(SystemExit):

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.clip import CLASS_VECTORS_FILE, load_class_vectors
-from kiop_hf.pipeline import finish_run
+from kiop_hf.train_job import finish_run
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 

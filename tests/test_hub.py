@@ -13,7 +13,7 @@ from PIL import Image
 
 from kiop_hf import KiOPModel, KiOPVisualPrompt, load_classifier
 from kiop_hf.cli import main as cli
-from kiop_hf.pipeline import finish_run
+from kiop_hf.train_job import finish_run
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 
@@ -110,7 +110,7 @@ def test_push_a_prompt_then_reload_prompt_and_target_by_repo_id(library, hub, ti
     assert reloaded.class_names("gray") == [f"class_{i}" for i in range(10)]
 
     files = set(hub.api.list_repo_files("user/gray-on-letters"))
-    assert files == {"config.json", "model.safetensors", "README.md", "prompt.png"}
+    assert files == {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "prompt.png"}
     card = ModelCard.load("user/gray-on-letters")
     assert card.data.library_name == "kiop_hf"
     assert card.data.base_model == "user/letters-classifier" and card.data.base_model_relation == "adapter"
@@ -181,12 +181,17 @@ def test_trainer_pushes_the_run_with_a_full_card_and_no_checkpoints(hub, timm_fo
 
     files = set(hub.api.list_repo_files("user/trained-prompt"))
     pictures = {"prompt.png", "samples_gray.png", "training_curves.png"}
-    assert files == {"config.json", "model.safetensors", "README.md", "results.json"} | pictures
+    assert (
+        files
+        == {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "results.json"} | pictures
+    )
     card = ModelCard.load("user/trained-prompt")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    evaluated = {(r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
-    assert evaluated[("gray", "accuracy (gray)")] == round(results["gray"], 4)
-    assert ("target", "accuracy (target without prompt)") in evaluated
+    evaluated = {(r.dataset_name, r.metric_name): r for r in card.data.eval_results}
+    assert evaluated[("gray", "accuracy (gray)")].metric_value == round(results["gray"], 4)  # the dataset's name
+    assert evaluated[("rgb", "accuracy (target)")].metric_value == round(results["target"], 4)
+    assert {r.dataset_split for r in card.data.eval_results} == {"test"} and len(evaluated) == 2
+    assert "target/unprompted" in card.text  # the base model's own accuracy: in the body, not in model-index
     assert card.data.base_model == "user/letters-classifier" and "data-free" in card.data.tags
     for picture in pictures:
         assert f"]({picture})" in card.text
@@ -213,6 +218,7 @@ def test_example_and_cli_push_classify_with_a_published_prompt(hub, timm_folder,
     assert set(hub.api.list_repo_files("user/cli-prompt")) == {
         "config.json",
         "model.safetensors",
+        "preprocessor_config.json",
         "README.md",
         "prompt.png",
     }
@@ -302,3 +308,47 @@ def test_a_hub_dataset_of_unlabelled_images_is_a_transfer_set_and_is_named_in_th
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.datasets == ["user/unlabelled-gray"]
     assert "data-free" not in card.data.tags and "real unlabelled images" in card.text
+
+
+def test_a_pushed_folder_names_its_repo_and_leaves_no_stale_files(hub, timm_folder, tmp_path, capsys):
+    from kiop_hf.cli import main as cli
+
+    push_transformers_target("user/letters-classifier")
+    model = trained_looking_prompt(load_classifier("user/letters-classifier"), load_classifier(timm_folder))
+    folder = tmp_path / "local-name"
+    model.save_pretrained(folder)
+    (folder / "samples_old.png").write_bytes((folder / "prompt.png").read_bytes())  # as an earlier run left it
+    cli(["push", str(folder), "user/published-name"])
+    assert "samples_old.png" in hub.api.list_repo_files("user/published-name")
+    card = ModelCard.load("user/published-name")
+    assert 'KiOPModel.from_pretrained("user/published-name")' in card.text and "local-name" not in card.text
+    assert 'from_pretrained("local-name")' in (folder / "README.md").read_text()  # the folder itself is untouched
+    (folder / "samples_old.png").unlink()
+    cli(["push", str(folder), "user/published-name"])
+    assert "samples_old.png" not in hub.api.list_repo_files("user/published-name")
+
+
+def test_two_tasks_evaluated_on_one_dataset_stay_two_model_index_entries(prompted_card_model, tmp_path):
+    from kiop_hf.model_card import write_model_card
+
+    write_model_card(
+        prompted_card_model,
+        tmp_path,
+        results={"gray": 0.5, "target": 0.9, "target/unprompted": 0.95},
+        eval_sets={"gray": "user/letters", "target": "user/letters"},
+    )
+    entries = ModelCard.load(tmp_path / "README.md").data.eval_results
+    assert [(e.task_name, e.dataset_name, e.metric_value) for e in entries] == [
+        ("gray", "user/letters", 0.5),
+        ("target (target's own task)", "user/letters", 0.9),
+    ]
+
+
+@pytest.fixture
+def prompted_card_model(transformers_folder, timm_folder):
+    return KiOPModel.from_models(
+        load_classifier(transformers_folder),
+        {"gray": load_classifier(timm_folder)},
+        image_size=32,
+        ring_sizes=[36, 40],
+    )

@@ -50,6 +50,7 @@ def test_save_and_from_pretrained_reload_prompt_and_target_exactly(prompted, tmp
         "README.md",
         "config.json",
         "model.safetensors",
+        "preprocessor_config.json",
         "prompt.png",
     ]
     reloaded = KiOPModel.from_pretrained(tmp_path)

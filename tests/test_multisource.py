@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.label_mapping import frequency_label_maps
-from kiop_hf.pipeline import finish_run
+from kiop_hf.train_job import finish_run
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 

@@ -82,6 +82,7 @@ def test_save_pretrained_round_trips_exactly_and_writes_only_config_and_safetens
         "README.md",
         "config.json",
         "model.safetensors",
+        "preprocessor_config.json",
         "prompt.png",
     ]
     assert set(load_file(tmp_path / "model.safetensors")) == {"rings.0", "rings.1"}

@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from safetensors.torch import load_file
 
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.checkpointing import checkpoint_folders, latest_checkpoint, next_index
-from kiop_hf.pipeline import finish_run
+from kiop_hf.model_card import training_card
+from kiop_hf.train_job import finish_run
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 
@@ -64,6 +66,8 @@ def test_data_free_run_trains_only_the_prompt_and_saves_a_loadable_prompt(
 
     assert {"config.json", "model.safetensors", "README.md"} <= {p.name for p in tmp_path.iterdir()}
     assert ("Up to 100x Faster Data-Free" in (tmp_path / "README.md").read_text()) == (synthesizer == "fast")  # cited
+    captions = training_card(trainer)["sample_labels"]["gray"]  # the sample grid names each image's class
+    assert len(captions) == 16 and all(re.fullmatch(r"class_\d \d+%", caption) for caption in captions)
     reloaded = KiOPModel.from_pretrained(tmp_path)
     images = torch.rand(2, 1, 32, 32)
     assert torch.equal(reloaded(images, task="gray"), model(images, task="gray"))
@@ -217,7 +221,7 @@ RUN_SCRIPT = textwrap.dedent(
     """
     import sys
     from kiop_hf import KiOPModel, load_classifier
-    from kiop_hf.pipeline import finish_run
+    from kiop_hf.train_job import finish_run
     from kiop_hf.trainer import KiOPTrainer
     from kiop_hf.training_args import KiOPTrainingArguments
 
@@ -346,7 +350,7 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
     import torch
     from safetensors.torch import save_file
     from kiop_hf import KiOPModel, load_classifier
-    from kiop_hf.pipeline import finish_run
+    from kiop_hf.train_job import finish_run
     from kiop_hf.trainer import KiOPTrainer
     from kiop_hf.training_args import KiOPTrainingArguments
 
@@ -362,7 +366,8 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
     trainer.train()
     finish_run(trainer)
     rings = torch.cat([ring.detach().flatten() for ring in model.prompt.rings])
-    save_file({"rings": rings, "bank": trainer.banks["gray"].images.contiguous()}, f"{output_dir}/rank{rank}.safetensors")
+    bank = trainer.banks["gray"].images.contiguous()
+    save_file({"rings": rings, "bank": bank}, f"{output_dir}/rank{rank}.safetensors")
     """
 )
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..pixels import to_unit_range
+
 
 class DataBank:
     """The in-memory image set of one model: the synthetic batches of its rounds, or a real image set.
@@ -56,6 +58,7 @@ class DataBank:
         return indices % len(self._buffer) if self.max_size is not None else indices
 
     def sample(self, batch_size: int, recent_share: float = 0.0) -> torch.Tensor:
+        """A batch of float pixels in [0, 1] (a real image set is kept as uint8 and converted here)."""
         if self._buffer is None:
             raise RuntimeError("the data bank is empty: synthesize before sampling")
         device = self._buffer.device
@@ -64,7 +67,7 @@ class DataBank:
         if recent:
             newest = self.count - self.last_added + torch.randint(self.last_added, (recent,), device=device)
             rows = torch.cat([rows, self._positions(newest)])
-        return self._buffer[rows]
+        return to_unit_range(self._buffer[rows])
 
     def state_dict(self) -> dict:
         """The kept images in buffer order, with the counters that place new ones (resuming samples alike)."""

@@ -17,9 +17,9 @@ class FastSynthesizer(CMISynthesizer):
 
     CMI spends hundreds of generator steps per round, although the batches of one model share most of their
     features. FastDFKD instead keeps a *meta* generator and a meta latent code, an initialisation that reaches a
-    new batch in a few steps: each round copies them into fast weights, adapts those for ``synthesis_steps`` (2-10) steps of
-    CMI's terms (BN-statistics prior, class term, adversarial term against the prompt, and the contrastive term
-    if ``cr_weight`` > 0; off by default, it is the costliest part of a CMI step), keeps the round's best batch,
+    new batch in a few steps: each round copies them into fast weights, adapts those for ``synthesis_steps`` (2-10)
+    steps of CMI's terms (BN-statistics prior, class term, adversarial term against the prompt, and the contrastive
+    term if ``cr_weight`` > 0; off by default, it is the costliest part of a CMI step), keeps the round's best batch,
     then moves the meta weights towards the adapted ones (first-order Reptile: meta += ``meta_step`` x
     (fast - meta)). The BN prior compares the running statistics with a momentum average of batch statistics
     across rounds (``bn_momentum``), so a short adaptation does not over-fit one batch's statistics.

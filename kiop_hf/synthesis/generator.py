@@ -7,7 +7,8 @@ from torch import nn
 
 
 class Generator(nn.Module):
-    """Latent ``z`` -> image in [0, 1]: linear to a (side/4)^2 map, two upsample+conv+BN+LeakyReLU stages, conv, sigmoid."""
+    """Latent ``z`` -> image in [0, 1]: linear to a (side/4)^2 map, two upsample+conv+BN+LeakyReLU stages, conv,
+    sigmoid."""
 
     def __init__(self, latent_dim: int = 256, image_size: int = 32, num_channels: int = 3, width: int = 64):
         super().__init__()

@@ -83,7 +83,8 @@ def load_fashion_mnist(limit_train: int | None = None) -> ImageSplits:
     """Fashion-MNIST (60k + 10k, 28x28 grayscale) from the Debian package, padded to 32x32."""
     if not FASHION_MNIST_DIR.is_dir():
         raise FileNotFoundError(
-            f"{FASHION_MNIST_DIR} not found: install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
+            f"{FASHION_MNIST_DIR} not found: install Debian's dataset-fashion-mnist "
+            "(apt-get install dataset-fashion-mnist)"
         )
     split = {
         part: (

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .classifiers import load_classifier
-from .modeling_kiop import KiOPModel
+from .kiop_model import KiOPModel
 from .trainer import KiOPTrainer
-from .training_args import KiOPTrainingArguments
+from .training_args import KiOPTrainingArguments, field_help
 from .zoo.build import DEFAULT_ROOT
 
 # The embedded default: one zoo source into the zoo target, data-free, sized for a few minutes on 2 CPU cores.
@@ -42,41 +42,49 @@ CMI_SCHEDULE = dict(
 SCHEDULES = {"fast": DEFAULT_SCHEDULE, "cmi": CMI_SCHEDULE}
 
 
-def _help(text: str, **metadata) -> dict:
-    return {"help": text, **metadata}
-
-
 @dataclass
 class KiOPScriptArguments:
     """What the job connects: the target, the sources and their data, the rings, and where to evaluate.
 
     ``source`` and ``eval`` take ``NAME=MODEL_OR_PATH`` pairs (a flag given several times, or several values after
-    one flag; a dict in a config file). Without ``target`` and ``source`` the job is the embedded default.
+    one flag; a dict in a config file) and hold them as dicts once parsed. Without ``target`` and ``source`` the job
+    is the embedded default.
     """
 
-    target: str | None = field(default=None, metadata=_help("Target model: Hub id or folder (transformers or timm)."))
+    target: str | None = field(
+        default=None, metadata=field_help("Target model: Hub id or folder (transformers or timm).")
+    )
     source: list[str] = field(
         default_factory=list,
-        metadata=_help("Source tasks and their models, as NAME=MODEL (repeat the flag).", action="append"),
+        metadata=field_help("Source tasks and their models, as NAME=MODEL (repeat the flag).", action="append"),
     )
     eval: list[str] = field(
         default_factory=list,
-        metadata=_help("Labelled test sets, as TASK=DATASET ('target' for its own task).", action="append"),
+        metadata=field_help("Labelled test sets, as TASK=DATASET ('target' for its own task).", action="append"),
     )
-    image_size: int = field(default=32, metadata=_help("Side of the prompt's input (the core)."))
-    ring_sizes: list[int] = field(default_factory=lambda: [36, 64], metadata=_help("Outer side of each ring."))
+    image_size: int = field(default=32, metadata=field_help("Side of the prompt's input (the core)."))
+    ring_sizes: list[int] = field(default_factory=lambda: [36, 64], metadata=field_help("Outer side of each ring."))
     preservation_images: str | None = field(
-        default=None, metadata=_help("Unlabelled target-domain images for preservation B (dataset, folder or Hub id).")
+        default=None,
+        metadata=field_help("Unlabelled target-domain images for preservation B (dataset, folder or Hub id)."),
     )
     transfer_images: str | None = field(
-        default=None, metadata=_help("Unlabelled images of the sources' domain for transfer_data unlabelled/mixed.")
+        default=None,
+        metadata=field_help("Unlabelled images of the sources' domain for transfer_data unlabelled/mixed."),
     )
-    resume: bool = field(default=False, metadata=_help("Resume from the last checkpoint in output_dir."))
-    zoo_root: str = field(default=str(DEFAULT_ROOT), metadata=_help("Zoo folder of the embedded default."))
+    resume: str | None = field(
+        default=None,
+        metadata=field_help(
+            "Resume from a checkpoint folder, or from output_dir's latest with the bare flag (or 'last').",
+            nargs="?",
+            const="last",
+        ),
+    )
+    zoo_root: str = field(default=str(DEFAULT_ROOT), metadata=field_help("Zoo folder of the embedded default."))
 
     def __post_init__(self):
-        self.source = _pairs(self.source, "--source")
-        self.eval = _pairs(self.eval, "--eval")
+        self.source = parse_pairs(self.source, "--source")
+        self.eval = parse_pairs(self.eval, "--eval")
         if (self.target is None) != (not self.source):
             raise ValueError("give both --target and at least one --source, or neither for the embedded default")
 
@@ -84,8 +92,15 @@ class KiOPScriptArguments:
     def embedded(self) -> bool:
         return self.target is None
 
+    @property
+    def resume_from_checkpoint(self) -> bool | str:
+        """What ``KiOPTrainer.train`` takes: False, True (the latest checkpoint) or a checkpoint folder."""
+        if self.resume in (None, False, "false", "False"):
+            return False
+        return True if self.resume in (True, "last", "true", "True") else str(self.resume)
 
-def _pairs(values, flag: str) -> dict[str, str]:
+
+def parse_pairs(values, flag: str) -> dict[str, str]:
     """``NAME=VALUE`` strings (flattened from repeated flags) or a dict from a config file, as a dict."""
     if isinstance(values, dict):
         return {str(name): str(value) for name, value in values.items()}
@@ -120,11 +135,14 @@ def with_zoo_defaults(script: KiOPScriptArguments, training: KiOPTrainingArgumen
 
 
 def finish_run(trainer: KiOPTrainer) -> dict:
-    """What follows training: evaluate, save the prompt with its card, push it if the arguments ask."""
+    """What follows training: evaluate, save the prompt with its card (and push it, if the arguments ask), close the
+    trackers."""
     results = trainer.evaluate()
-    trainer.save_model()
     if trainer.args.push_to_hub:
-        trainer.push_to_hub()
+        trainer.push_to_hub()  # saves first, with the card naming the full repo id
+    else:
+        trainer.save_model()
+    trainer.accelerator.end_training()
     return results
 
 
@@ -145,11 +163,10 @@ def run_kiop(script: KiOPScriptArguments, training: KiOPTrainingArguments, log=p
         transfer_images=script.transfer_images,
         eval_sets=script.eval,
     )
-    trainer.train(resume_from_checkpoint=script.resume)
+    trainer.train(resume_from_checkpoint=script.resume_from_checkpoint)
     results = finish_run(trainer)
     if trainer.accelerator.is_main_process:
         for key, value in results.items():
             log(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
         log(f"prompt saved to {training.output_dir}")
-    trainer.accelerator.end_training()
     return results

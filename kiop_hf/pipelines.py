@@ -1,0 +1,56 @@
+"""Image classification through a KiOP prompt, as a transformers pipeline.
+
+``import kiop_hf`` registers the ``"kiop-image-classification"`` task with transformers' pipeline registry, so
+
+    classifier = pipeline("kiop-image-classification", model="user/fashion-on-letters")
+    classifier(["shirt.png", image], task="fashion", top_k=3)
+
+loads the prompt, the target its config names and the prompt's image processor, and returns, per image, the top
+``[{"label": ..., "score": ...}]`` of the chosen task with its class names. The standard ``"image-classification"``
+task cannot take a prompt: it loads ``AutoModelForImageClassification``, which a prompt repo is not (its weights
+are the rings; the classifier is another repo), so the prompt has a task of its own.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Pipeline
+from transformers.image_utils import load_image
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .kiop_model import KiOPModel
+
+TASK = "kiop-image-classification"
+
+
+class KiOPImageClassificationPipeline(Pipeline):
+    """Classify images with one of a prompt's tasks (``task=``: a source task, ``"target"`` for the target's own,
+    or ``"prompt_name/task"`` when several prompts are loaded); ``top_k`` results per image, best first."""
+
+    _load_processor = False
+    _load_image_processor = True
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def _sanitize_parameters(self, top_k: int | None = None, task: str | None = None, timeout: float | None = None):
+        forward = {"task": task} if task is not None else {}
+        preprocess = forward | ({"timeout": timeout} if timeout is not None else {})
+        postprocess = forward | ({"top_k": top_k} if top_k is not None else {})
+        return preprocess, forward, postprocess
+
+    def preprocess(self, image, task: str | None = None, timeout: float | None = None):
+        if isinstance(image, str):  # a path or URL, as transformers' image pipelines take
+            image = load_image(image, timeout=timeout)
+        return self.image_processor(image, return_tensors="pt", num_channels=self.model.input_channels(task))
+
+    def _forward(self, model_inputs, task: str | None = None):
+        return {"logits": self.model(model_inputs["pixel_values"], task=task)}
+
+    def postprocess(self, model_outputs, task: str | None = None, top_k: int = 5):
+        names = self.model.class_names(task)
+        scores = model_outputs["logits"][0].float().softmax(-1)
+        best = torch.topk(scores, min(top_k, len(names)))
+        return [{"label": names[i], "score": score} for score, i in zip(best.values.tolist(), best.indices.tolist())]
+
+
+PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=KiOPImageClassificationPipeline, pt_model=KiOPModel)

@@ -1,0 +1,182 @@
+"""Serving: several published prompts on one loaded target, mixed batches, the image processor."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kiop_hf import (
+    FrozenClassifier,
+    KiOPImageProcessor,
+    KiOPModel,
+    KiOPPromptConfig,
+    KiOPVisualPrompt,
+    load_classifier,
+)
+from kiop_hf.data import images_to_tensor
+from kiop_hf.pixels import to_unit_range
+
+from .helpers import RGB_MEAN, RGB_STD, TinyCNN
+from .test_hub import forget_downloads, push_transformers_target
+
+
+def published_prompt(target, sources, ring_sizes, repo_id, seed):
+    model = KiOPModel.from_models(target, sources, image_size=32, ring_sizes=ring_sizes, seed=seed)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for ring in model.prompt.rings:
+            ring.normal_()
+    model.push_to_hub(repo_id)
+    return model
+
+
+@pytest.fixture
+def two_prompts(hub, timm_folder):
+    """Two prompts published for one Hub target, with other sources and other ring sizes."""
+    push_transformers_target("user/letters-classifier")
+    target = load_classifier("user/letters-classifier")
+    digits = load_classifier(TinyCNN(3, 4).eval(), image_size=32, mean=RGB_MEAN, std=RGB_STD)
+    published_prompt(target, {"gray": load_classifier(timm_folder)}, [36, 40], "user/gray-on-letters", seed=1)
+    published_prompt(target, {"digits": digits}, [36, 44], "user/digits-on-letters", seed=2)
+    forget_downloads()
+
+
+def test_two_published_prompts_serve_on_one_loaded_target(two_prompts):
+    model = KiOPModel.from_pretrained("user/gray-on-letters")
+    assert model.load_prompt("user/digits-on-letters") == "digits-on-letters"
+    assert model.prompt_names == ["default", "digits-on-letters"]
+    assert sum(isinstance(m, FrozenClassifier) for m in model.modules()) == 1  # one copy of the target
+    expected = ["default/gray", "default/target", "digits-on-letters/digits", "digits-on-letters/target"]
+    assert sorted(model.tasks()) == expected
+    alone = KiOPModel.from_pretrained("user/digits-on-letters")
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(images, task="digits-on-letters/digits"), alone(images, task="digits"))
+        assert torch.equal(model(images, task="digits-on-letters/target"), alone(images))
+        model.set_prompt("digits-on-letters")  # plain task names now mean this prompt's
+        assert torch.equal(model(images, task="digits"), alone(images, task="digits"))
+    assert model.class_names("digits") == alone.class_names("digits")
+    model.set_prompt("default")
+    model.delete_prompt("digits-on-letters")
+    assert model.prompt_names == ["default"]
+
+
+def test_a_mixed_batch_equals_the_task_by_task_calls(two_prompts):
+    model = KiOPModel.from_pretrained("user/gray-on-letters")
+    model.load_prompt("user/digits-on-letters", name="digits")
+    tasks = ["gray", "digits/digits", None, "digits/target", "digits/digits", "gray", "default/target"]
+    images = torch.rand(len(tasks), 3, 32, 32)
+    with torch.no_grad():
+        mixed = model(images, task=tasks)
+        for image, task, row in zip(images, tasks, mixed, strict=True):
+            alone = model(image[None], task=task)[0]
+            assert row.shape == alone.shape == (len(model.class_names(task)),)
+            torch.testing.assert_close(row, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_mismatched_prompts_and_tasks_are_refused(two_prompts, transformers_folder, timm_folder):
+    model = KiOPModel.from_pretrained("user/gray-on-letters")
+    other_target = load_classifier(transformers_folder)  # the same shapes, another model
+    KiOPModel.from_models(
+        other_target, {"gray": load_classifier(timm_folder)}, image_size=32, ring_sizes=[36, 40]
+    ).push_to_hub("user/gray-on-other")
+    with pytest.raises(ValueError, match="differs from the target this prompt was trained on in its id"):
+        model.load_prompt("user/gray-on-other")
+    with pytest.raises(ValueError, match=r"unknown task 'digits': prompt 'default' serves \['gray', 'target'\]"):
+        model(torch.rand(1, 3, 32, 32), task="digits")
+    with pytest.raises(KeyError, match="no prompt named 'nope'"):
+        model(torch.rand(1, 3, 32, 32), task="nope/gray")
+    with pytest.raises(ValueError, match="one task per sample: 2 images but 1 tasks"):
+        model(torch.rand(2, 3, 32, 32), task=["gray"])
+    gray_prompt = KiOPVisualPrompt(
+        KiOPPromptConfig(image_size=32, ring_sizes=[36], num_channels=1, target_num_labels=12)
+    )
+    with pytest.raises(ValueError, match="the prompt makes 1-channel canvases, but .* takes 3 channels"):
+        model.add_prompt(gray_prompt, "gray-canvas")
+    with pytest.raises(ValueError, match="already loaded"):
+        model.load_prompt("user/gray-on-letters", name="default")
+
+
+def test_what_a_transformers_user_tries_first(two_prompts, capsys):
+    model = KiOPModel.from_pretrained("user/gray-on-letters")
+    assert model.device == torch.device("cpu") and model.dtype == torch.float32
+    trainable = model.num_parameters(only_trainable=True)
+    assert trainable == sum(ring.numel() for ring in model.prompt.rings) < model.num_parameters()
+    model.print_trainable_parameters()
+    assert f"trainable params: {trainable:,}" in capsys.readouterr().out
+    half = KiOPModel.from_pretrained("user/gray-on-letters").to(torch.bfloat16)
+    logits = half(torch.rand(2, 1, 32, 32), task="gray")  # fp32 pixels into a bf16 model are cast
+    assert logits.dtype == torch.bfloat16 and logits.shape == (2, 10)
+
+
+def odd_images():
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (23, 17, 3), dtype=np.uint8), "RGB")
+    return {
+        "RGB": rgb,
+        "L": rgb.convert("L"),
+        "RGBA": rgb.convert("RGBA"),
+        "P": rgb.convert("P"),
+        "I;16": Image.fromarray(rng.integers(0, 65536, (40, 41), dtype=np.uint16)),
+    }
+
+
+@pytest.mark.parametrize("num_channels", [1, 3])
+def test_the_image_processor_takes_any_image_and_matches_the_training_conversion(num_channels):
+    processor = KiOPImageProcessor(image_size=32, num_channels=num_channels)
+    images = odd_images()
+    pixels = processor(list(images.values()))["pixel_values"]
+    assert pixels.shape == (len(images), num_channels, 32, 32) and pixels.dtype == torch.float32
+    assert pixels.min() >= 0 and pixels.max() <= 1
+    for (mode, image), row in zip(images.items(), pixels):  # training and evaluation keep uint8 of the same pixels
+        if mode != "I;16":
+            expected = to_unit_range(images_to_tensor([image], 32, num_channels))[0]
+            torch.testing.assert_close(row, expected, atol=0.5 / 255 + 1e-6, rtol=0)
+    array = np.asarray(images["RGB"])
+    from_numpy = processor([array, array / 255.0, array[..., 0]])["pixel_values"]
+    assert from_numpy.shape == (3, num_channels, 32, 32)
+    torch.testing.assert_close(from_numpy[0], from_numpy[1], atol=1e-6, rtol=0)  # uint8 and [0, 1] floats agree
+    tensor = torch.from_numpy(array).permute(2, 0, 1)
+    torch.testing.assert_close(processor(tensor)["pixel_values"][0], from_numpy[0], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"float images must hold pixels in \[0, 1\]"):
+        processor(torch.full((3, 8, 8), 200.0))
+    with pytest.raises(TypeError, match="expected a PIL image, a NumPy array or a torch tensor"):
+        processor("image.png")
+
+
+def test_every_saved_prompt_has_its_processor_for_auto_image_processor(hub, timm_folder, tmp_path):
+    from transformers import AutoImageProcessor
+
+    push_transformers_target("user/letters-classifier")
+    model = KiOPModel.from_models(
+        load_classifier("user/letters-classifier"),
+        {"gray": load_classifier(timm_folder)},
+        image_size=28,
+        ring_sizes=[36, 40],
+    )
+    model.save_pretrained(tmp_path)
+    processor = AutoImageProcessor.from_pretrained(tmp_path)
+    assert isinstance(processor, KiOPImageProcessor)
+    assert (processor.image_size, processor.num_channels) == (28, 3)
+
+
+def test_the_pipeline_on_a_published_prompt_names_the_chosen_tasks_classes(two_prompts):
+    from transformers import pipeline
+
+    classifier = pipeline("kiop-image-classification", model="user/gray-on-letters")
+    images = [odd_images()[mode] for mode in ("L", "RGB", "P")]
+    results = classifier(images, task="gray", top_k=3)
+    assert len(results) == 3 and all(len(result) == 3 for result in results)
+    gray_classes = [f"class_{i}" for i in range(10)]
+    for image, result in zip(images, results):
+        assert {r["label"] for r in result} <= set(gray_classes)
+        assert [r["score"] for r in result] == sorted((r["score"] for r in result), reverse=True)
+        gray = classifier.model.input_channels("gray")  # the source's channels, as in training and evaluation
+        pixels = KiOPImageProcessor(32, 3)(image, num_channels=gray)["pixel_values"]
+        probabilities = classifier.model(pixels, task="gray").softmax(-1)[0]
+        assert result[0]["label"] == gray_classes[int(probabilities.argmax())]
+        assert abs(result[0]["score"] - probabilities.max().item()) < 1e-6
+    own = classifier(images[0], task="target", top_k=1)
+    assert own[0]["label"].startswith("letter_")
+    batched = classifier(images, task="gray", top_k=3, batch_size=2)
+    assert [[r["label"] for r in result] for result in batched] == [[r["label"] for r in result] for result in results]
