@@ -44,9 +44,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, i.e. every core)")
     parser.add_argument("--json", help="also write the figures as JSON to this file")
     args = parser.parse_args()
     device, n = torch.device(args.device), args.batch_size
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     root = Path(args.zoo_root)
     specs = {spec.name: spec for spec in REFERENCE_ZOO}
@@ -67,14 +70,15 @@ def main():
         else:
             model.add_prompt(prompted.prompt, f"p{index}")
     model.to(device).eval()
-    tasks = [f"{name}/{task}" for name in model.prompt_names for task in model.prompts[name].config.task_names]
+    tasks = model.tasks()
     images = torch.rand(n, 3, 32, 32, device=device)
     canvases = torch.rand(n, 3, RING_SIZES[-1], RING_SIZES[-1], device=device)
     mixed_tasks = [tasks[i % len(tasks)] for i in range(n)]
     source_tasks = [task for task in tasks if not task.endswith("/target")]
+    one_task = source_tasks[0]
     mixed_sources = [source_tasks[i % len(source_tasks)] for i in range(n)]  # every sample on a 64 px canvas
     by_task = {task: images[[i for i, t in enumerate(mixed_tasks) if t == task]] for task in tasks}
-    one_task = tasks[0] if "target" not in tasks[0] else tasks[1]
+
     pil = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (28, 28), dtype=np.uint8), "L") for i in range(n)]
     processor = KiOPImageProcessor(image_size=32, num_channels=3)
 

@@ -1,7 +1,7 @@
 """Classify a few images with a published KiOP prompt: the prompt and its target come from the Hub.
 
-    python examples/classify_with_prompt.py user/fashion-on-letters --task fashion_mnist shirt.png shoe.png
-    python examples/classify_with_prompt.py user/fashion-on-letters --task fashion_mnist --dataset DATASET --limit 8
+    python examples/classify_with_prompt.py user/fashion-on-letters --task fashion shirt.png shoe.png
+    python examples/classify_with_prompt.py user/fashion-on-letters --task fashion --dataset DATASET --limit 8
     python examples/classify_with_prompt.py outputs/kiop-prompt --dataset DATASET   # the target's own task
 
 ``--dataset`` takes a Hub dataset id, a saved dataset or an image folder (its test split). The classification runs

@@ -105,6 +105,7 @@ def load_classifier(
     token: str | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     local_files_only: bool = False,
+    force_download: bool = False,
 ) -> FrozenClassifier:
     """Load a frozen, eval-mode classifier with its metadata.
 
@@ -121,15 +122,20 @@ def load_classifier(
         templates: prompt templates (``"a photo of a {}."``) for a CLIP-family model's class text features.
         class_vectors: a CLIP-family model's stored class vectors (``kiop_hf.clip.load_class_vectors``), which
             skip the text encoder.
-        token, cache_dir, local_files_only: as for ``huggingface_hub.hf_hub_download``, for every file the model
-            is read from (a private repo, another cache, no network).
+        token, cache_dir, local_files_only, force_download: as for ``huggingface_hub.hf_hub_download``, for every
+            file the model is read from (a private repo, another cache, no network, a fresh download).
     """
     if isinstance(model_or_name, FrozenClassifier):
         return model_or_name
     if isinstance(model_or_name, nn.Module):
         return _wrap_module(model_or_name, class_names, image_size, mean, std)
     name = _recorded_name(os.fspath(model_or_name))
-    hub = {"token": token, "cache_dir": cache_dir, "local_files_only": local_files_only}
+    hub = {
+        "token": token,
+        "cache_dir": cache_dir,
+        "local_files_only": local_files_only,
+        "force_download": force_download,
+    }
     if not os.path.isdir(name.removeprefix(_TIMM_PREFIX)):
         revision = _pin_revision(name.removeprefix(_TIMM_PREFIX), revision, hub)
     library = library or _detect_library(name, revision, hub)
@@ -175,6 +181,10 @@ def _wrap_module(model, class_names, image_size, mean, std) -> FrozenClassifier:
             str(i) for i in range((logits if isinstance(logits, torch.Tensor) else logits.logits).shape[-1])
         ]
     return FrozenClassifier(model, class_names=class_names, image_size=image_size, mean=mean, std=std)
+
+
+# What a caller may pass through to every Hub download of a prompt, its target and its class vectors.
+HUB_OPTIONS = ("token", "cache_dir", "local_files_only", "force_download")
 
 
 def _pin_revision(repo_id: str, revision: str | None, hub: dict) -> str:

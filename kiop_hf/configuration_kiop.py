@@ -350,7 +350,8 @@ def _check_transformers_kwargs(kwargs: dict) -> None:
 def _known_transformers_keys() -> set[str]:
     if not _KNOWN:
         _KNOWN.update(
-            PretrainedConfig().to_dict(), {"num_labels", "transformers_version", "architectures", "model_type"}
+            PretrainedConfig().to_dict(),
+            {"num_labels", "transformers_version", "architectures", "model_type", "name_or_path"},
         )
     return _KNOWN
 

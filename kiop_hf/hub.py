@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from fnmatch import fnmatch
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi, hf_hub_download
@@ -66,8 +67,20 @@ def upload_prompt_folder(
             revision=revision,
             create_pr=create_pr,
             allow_patterns=PUBLISHED,
-            delete_patterns=PUBLISHED,  # an earlier push's files that this folder no longer has
+            delete_patterns=_stale_files(api, repo_id, revision, Path(staging)) or None,
         )
+
+
+def _stale_files(api: HfApi, repo_id: str, revision: str | None, staging: Path) -> list[str]:
+    """Files an earlier push made that this one does not have: top-level generated names only (a README on the Hub
+    stays, whoever wrote it, and nothing in a subfolder is touched)."""
+    remote = api.list_repo_files(repo_id, revision=revision)
+    generated = [pattern for pattern in PUBLISHED if pattern != "README.md"]
+    return [
+        name
+        for name in remote
+        if "/" not in name and any(fnmatch(name, p) for p in generated) and not (staging / name).exists()
+    ]
 
 
 def push_prompt_folder(

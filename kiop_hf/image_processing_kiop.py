@@ -25,8 +25,9 @@ class KiOPImageProcessor(BaseImageProcessor):
         num_channels (`int`, *optional*, defaults to 3):
             Channels of the prompt's canvas: 1 <-> 3 are converted (BT.601 luma for RGB -> grayscale).
 
-    Inputs: a PIL image (any mode: L, RGB, RGBA, P, I;16, ...), a NumPy array (H, W) or (H, W, C) of uint8 0-255
-    or floats in [0, 1], a tensor (C, H, W) or (N, C, H, W) of uint8 or floats in [0, 1], or a list of them.
+    Inputs: a PIL image (any mode: L, RGB, RGBA, P, I;16, ...), a NumPy array (H, W) or (H, W, C) of uint8 0-255,
+    uint16 0-65535 or floats in [0, 1], a tensor (C, H, W) or (N, C, H, W) of uint8 or floats in [0, 1], or a list
+    of them.
     Output: ``BatchFeature({"pixel_values": (N, num_channels, image_size, image_size) float32 in [0, 1]})``.
     """
 
@@ -84,7 +85,12 @@ class KiOPImageProcessor(BaseImageProcessor):
             raise ValueError(
                 f"expected a NumPy image of shape (H, W) or (H, W, C) with C 1, 3 or 4, got {array.shape}"
             )
-        return self._tensor(torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1), channels)
+        array = np.array(array[..., :3])  # a writable copy; channels-last -> channels-first below
+        if array.dtype == np.uint16:
+            array = array / 65535.0
+        elif array.dtype.kind in "iu" and array.dtype != np.uint8:
+            raise ValueError(f"expected uint8, uint16 or float [0, 1] arrays, got {array.dtype}")
+        return self._tensor(torch.from_numpy(array).permute(2, 0, 1), channels)
 
     def _tensor(self, image: torch.Tensor, channels: int) -> torch.Tensor:
         """(C, H, W) channels-first, as images are kept in torch."""

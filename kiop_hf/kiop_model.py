@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .classifiers import FrozenClassifier, load_classifier
+from .classifiers import HUB_OPTIONS, FrozenClassifier, load_classifier
 from .clip import load_class_vectors, save_class_vectors
 from .configuration_kiop import TARGET_TASK, KiOPPromptConfig
 from .label_mapping import random_label_maps
@@ -27,7 +27,6 @@ from .saving import staged_save
 
 DEFAULT_PROMPT = "default"
 _PROMPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-HUB_OPTIONS = ("token", "cache_dir", "local_files_only", "force_download")
 
 
 class KiOPModel(nn.Module):
@@ -77,7 +76,7 @@ class KiOPModel(nn.Module):
         if name in self.prompts:
             raise ValueError(f"a prompt named {name!r} is already loaded ({self.prompt_names}); pass another name=")
         _check_target(prompt.config, self.target, strict=bool(self.prompts))
-        self.prompts[name] = prompt.to(self.device).eval() if self.prompts else prompt
+        self.prompts[name] = prompt.to(device=self.device, dtype=self.dtype)  # where the target runs
 
     def load_prompt(self, prompt_name_or_path: str | os.PathLike, name: str | None = None, **kwargs) -> str:
         """Add a saved or published prompt to this already-loaded target (no second copy of the target).
@@ -86,9 +85,10 @@ class KiOPModel(nn.Module):
         and preprocessing, or the error says which differs. ``name`` defaults to the repo's or folder's name;
         ``revision``, ``token``, ``cache_dir`` and ``local_files_only`` reach the download. Returns the name.
         """
-        name = name or Path(os.fspath(prompt_name_or_path).rstrip("/")).name.replace(".", "-")
+        where = os.fspath(prompt_name_or_path)
+        name = name or (Path(where).resolve() if os.path.isdir(where) else Path(where)).name.replace(".", "-")
         prompt = KiOPVisualPrompt.from_pretrained(prompt_name_or_path, **kwargs)
-        self.add_prompt(prompt, name)
+        self.add_prompt(prompt.eval(), name)
         return name
 
     def set_prompt(self, name: str) -> None:
@@ -151,7 +151,14 @@ class KiOPModel(nn.Module):
 
     def _canvas(self, pixels: torch.Tensor, name: str, task: str | None) -> torch.Tensor:
         prompt = self.prompts[name]
-        return prompt(match_channels(pixels, prompt.config.num_channels).to(prompt.rings[0].dtype), task)
+        size = prompt.config.image_size
+        if pixels.shape[-1] != size or pixels.shape[-2] != size:
+            raise ValueError(
+                f"task {f'{name}/{task}' if task else f'{name}/target'} takes {size}x{size} images, got "
+                f"{pixels.shape[-2]}x{pixels.shape[-1]}; prompts of other input sizes are served in batches of their "
+                "own (KiOPImageProcessor.from_prompt_config resizes for each)"
+            )
+        return prompt(match_channels(pixels, prompt.config.num_channels).to(self.dtype), task)
 
     def _read(self, logits: torch.Tensor, name: str, task: str | None) -> torch.Tensor:
         """A task's logits from the target's: all classes for its own task, the label map's for a source."""
@@ -165,8 +172,7 @@ class KiOPModel(nn.Module):
     def forward(self, pixel_values: torch.Tensor, task: str | None | list[str | None] = None):
         if isinstance(task, (list, tuple)):
             return self._mixed(checked_pixels(pixel_values), list(task))
-        name, inner = self.resolve_task(task)
-        return self._read(self.target(self._canvas(checked_pixels(pixel_values), name, inner)), name, inner)
+        return self._read(self.target_logits(pixel_values, task), *self.resolve_task(task))
 
     def _mixed(self, pixels: torch.Tensor, tasks: list[str | None]) -> list[torch.Tensor]:
         """One task per sample: each prompt's rings on its samples, then the target once per canvas size."""
@@ -191,11 +197,12 @@ class KiOPModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.prompt.rings[0].device
+        """Where the target runs (prompts follow it when added)."""
+        return self.target.mean.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.prompt.rings[0].dtype
+        return self.target.mean.dtype
 
     def num_parameters(self, only_trainable: bool = False) -> int:
         """Parameters of the prompts and the target (only the prompts' are trainable)."""
@@ -302,6 +309,8 @@ class KiOPModel(nn.Module):
                     mean=config.target_mean,
                     std=config.target_std,
                 )
+        if prompt.dtype != torch.float32:  # from_pretrained(dtype=...): the target runs in it too
+            target = target.to(prompt.dtype)
         return cls(prompt.eval(), target, prompt_name)
 
     def save_pretrained(
@@ -378,7 +387,10 @@ def _check_target(config: KiOPPromptConfig, target: FrozenClassifier, strict: bo
     if config.target_class_names is not None and list(config.target_class_names) != list(target.class_names):
         differences.append("class names")
     for name, recorded, actual in (("mean", config.target_mean, target.mean), ("std", config.target_std, target.std)):
-        if recorded is not None and not torch.allclose(torch.tensor(recorded), actual.flatten().cpu(), atol=1e-6):
+        given = actual.flatten().float().cpu()  # within the rounding of the target's dtype (bf16 keeps 8 bits)
+        if recorded is not None and not torch.allclose(
+            torch.tensor(recorded), given, rtol=torch.finfo(actual.dtype).eps, atol=1e-6
+        ):
             differences.append(f"{name} ({recorded} recorded, {actual.flatten().tolist()} given)")
     if not differences:
         return

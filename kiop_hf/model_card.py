@@ -98,7 +98,7 @@ def _eval_results(results: dict[str, float], eval_sets: dict, eval_limit: int | 
                 dataset_type=named or "custom",
                 dataset_name=named or f"{task} test set (tensors)",
                 dataset_config=task if shared else None,
-                dataset_split="test" if eval_limit is None else f"test[:{eval_limit}]",
+                dataset_split="test" if eval_limit is None or isinstance(dataset, tuple) else f"test[:{eval_limit}]",
                 metric_type="accuracy",
                 metric_name=f"accuracy ({task})",
                 metric_value=round(results[task], 4),

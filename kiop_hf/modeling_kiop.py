@@ -13,6 +13,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 
+from .classifiers import HUB_OPTIONS
 from .configuration_kiop import KiOPPromptConfig
 from .saving import staged_save
 
@@ -82,9 +83,7 @@ class KiOPVisualPrompt(PreTrainedModel):
         """Load a saved or published prompt: safetensors only, every ring present with its exact shape."""
         from .hub import check_prompt_repo
 
-        hub_kwargs = {
-            k: kwargs[k] for k in ("cache_dir", "token", "force_download", "local_files_only") if k in kwargs
-        }
+        hub_kwargs = {key: kwargs[key] for key in HUB_OPTIONS if key in kwargs}
         check_prompt_repo(pretrained_model_name_or_path, revision, **hub_kwargs)
         kwargs |= {"use_safetensors": True, "output_loading_info": True}
         corrupt = f"{os.fspath(pretrained_model_name_or_path)!r}: model.safetensors does not match its config.json"

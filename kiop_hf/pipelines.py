@@ -18,9 +18,10 @@ from transformers import Pipeline
 from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .image_processing_kiop import KiOPImageProcessor
 from .kiop_model import KiOPModel
 
-TASK = "kiop-image-classification"
+PIPELINE_TASK = "kiop-image-classification"
 
 
 class KiOPImageClassificationPipeline(Pipeline):
@@ -28,9 +29,18 @@ class KiOPImageClassificationPipeline(Pipeline):
     or ``"prompt_name/task"`` when several prompts are loaded); ``top_k`` results per image, best first."""
 
     _load_processor = False
-    _load_image_processor = True
+    _load_image_processor = False  # each prompt's processor comes from its config (older repos have no file)
     _load_feature_extractor = False
     _load_tokenizer = False
+
+    def __init__(self, model: KiOPModel, *args, image_processor=None, **kwargs):
+        # each prompt's processor comes from its config; this one (the active prompt's) lets transformers batch
+        super().__init__(
+            model,
+            *args,
+            image_processor=image_processor or KiOPImageProcessor.from_prompt_config(model.config),
+            **kwargs,
+        )
 
     def _sanitize_parameters(self, top_k: int | None = None, task: str | None = None, timeout: float | None = None):
         forward = {"task": task} if task is not None else {}
@@ -41,7 +51,9 @@ class KiOPImageClassificationPipeline(Pipeline):
     def preprocess(self, image, task: str | None = None, timeout: float | None = None):
         if isinstance(image, str):  # a path or URL, as transformers' image pipelines take
             image = load_image(image, timeout=timeout)
-        return self.image_processor(image, return_tensors="pt", num_channels=self.model.input_channels(task))
+        name, _ = self.model.resolve_task(task)
+        processor = KiOPImageProcessor.from_prompt_config(self.model.prompts[name].config)
+        return processor(image, return_tensors="pt", num_channels=self.model.input_channels(task))
 
     def _forward(self, model_inputs, task: str | None = None):
         return {"logits": self.model(model_inputs["pixel_values"], task=task)}
@@ -53,4 +65,4 @@ class KiOPImageClassificationPipeline(Pipeline):
         return [{"label": names[i], "score": score} for score, i in zip(best.values.tolist(), best.indices.tolist())]
 
 
-PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=KiOPImageClassificationPipeline, pt_model=KiOPModel)
+PIPELINE_REGISTRY.register_pipeline(PIPELINE_TASK, pipeline_class=KiOPImageClassificationPipeline, pt_model=KiOPModel)

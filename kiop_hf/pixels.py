@@ -15,7 +15,8 @@ from PIL import Image
 
 # ITU-R BT.601 luma weights: the usual RGB -> grayscale conversion (PIL's "L" mode uses them too).
 _LUMA = (0.299, 0.587, 0.114)
-_SINGLE_CHANNEL_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+_SINGLE_CHANNEL_MODES = {"1", "L", "LA"}
+_WIDE_RANGES = {"I": 255.0, "I;16": 65535.0, "F": 1.0}  # PIL modes whose values are not 8-bit
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -55,10 +56,8 @@ def prepare(images: torch.Tensor, size: int, num_channels: int) -> torch.Tensor:
 
 def pil_to_pixels(image: Image.Image, size: int, num_channels: int) -> torch.Tensor:
     """One PIL image of any mode -> (C, H, W) float pixels in [0, 1], channel-matched and resized by ``prepare``."""
-    if image.mode in ("I", "I;16", "F"):  # wide grayscale: 16-bit (or 8-bit values held as int) to [0, 1]
-        array = np.asarray(image, dtype=np.float32)
-        if image.mode != "F":
-            array = array / (255.0 if image.mode == "I" and array.max() <= 255 else 65535.0)
+    if image.mode in _WIDE_RANGES:  # wide grayscale, by its mode's fixed range (I: clipped at 255, as PIL's "L")
+        array = np.asarray(image, dtype=np.float32) / _WIDE_RANGES[image.mode]
         pixels = torch.from_numpy(array.clip(0, 1))[None, None]
     else:
         image = image.convert("L" if image.mode in _SINGLE_CHANNEL_MODES else "RGB")
@@ -96,6 +95,8 @@ def checked_pixels(pixel_values) -> torch.Tensor:
         raise TypeError(f"expected {expected} as floats (or uint8 0-255), got dtype {pixel_values.dtype}")
     if pixel_values.dtype == torch.float64:
         pixel_values = pixel_values.float()
+    if pixel_values.numel() == 0:  # an empty batch: nothing to check
+        return pixel_values
     low, high = pixel_values.aminmax()
     if not (torch.isfinite(low) & torch.isfinite(high)):  # a NaN anywhere makes both NaN
         raise ValueError(f"expected {expected}; the images hold NaN or infinite pixels")

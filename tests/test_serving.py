@@ -180,3 +180,44 @@ def test_the_pipeline_on_a_published_prompt_names_the_chosen_tasks_classes(two_p
     assert own[0]["label"].startswith("letter_")
     batched = classifier(images, task="gray", top_k=3, batch_size=2)
     assert [[r["label"] for r in result] for result in batched] == [[r["label"] for r in result] for result in results]
+
+
+def test_prompts_follow_the_target_in_dtype_and_empty_or_mixed_size_batches_are_handled(two_prompts):
+    model = KiOPModel.from_pretrained("user/gray-on-letters").to(torch.bfloat16)
+    model.load_prompt("user/digits-on-letters", name="digits")  # a bf16 target takes a fp32 prompt, cast to bf16
+    assert model.prompts["digits"].dtype == torch.bfloat16
+    assert model(torch.rand(2, 3, 32, 32), task="digits/digits").dtype == torch.bfloat16
+    assert model(torch.zeros(0, 3, 32, 32), task=[]) == []
+    assert model(torch.zeros(0, 3, 32, 32), task="gray").shape == (0, 10)
+    small = KiOPModel.from_models(
+        load_classifier("user/letters-classifier"), {}, image_size=24, ring_sizes=[36]
+    ).prompt  # another input size on the same target
+    model.add_prompt(small, "small")
+    with pytest.raises(ValueError, match="task small/target takes 24x24 images, got 32x32"):
+        model(torch.rand(2, 3, 32, 32), task=["gray", "small/target"])
+
+
+def test_the_pipeline_serves_a_loaded_model_and_a_prompt_saved_without_a_processor(two_prompts, tmp_path):
+    from transformers import pipeline
+
+    model = KiOPModel.from_pretrained("user/gray-on-letters")
+    model.load_prompt("user/digits-on-letters", name="digits")
+    classifier = pipeline("kiop-image-classification", model=model)
+    image = odd_images()["RGB"]
+    assert classifier(image, task="digits/digits", top_k=10)[0]["label"] in model.class_names("digits/digits")
+    assert len(classifier(image, task="digits/digits", top_k=10)) == 4  # top_k beyond the class count: all of them
+    model.save_pretrained(tmp_path / "old")
+    (tmp_path / "old" / "preprocessor_config.json").unlink()  # as kiop_hf 0.1.0 saved prompts
+    old = pipeline("kiop-image-classification", model=str(tmp_path / "old"))
+    assert {r["label"] for r in old(image, task="gray", top_k=2)} <= set(model.class_names("gray"))
+
+
+def test_the_processor_reads_16_bit_arrays_and_images_by_their_fixed_range():
+    processor = KiOPImageProcessor(image_size=8, num_channels=1)
+    ramp = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    from_array = processor(ramp)["pixel_values"][0, 0]
+    from_image = processor(Image.fromarray(ramp))["pixel_values"][0, 0]
+    torch.testing.assert_close(from_array, torch.from_numpy(ramp / 65535.0).float(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(from_image, from_array, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="expected uint8, uint16 or float"):
+        processor(ramp.astype(np.int64))
