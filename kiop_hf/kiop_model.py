@@ -15,15 +15,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 
 from .classifiers import HUB_OPTIONS, FrozenClassifier, load_classifier
-from .clip import load_class_vectors, save_class_vectors
+from .clip import load_class_vectors
 from .configuration_kiop import TARGET_TASK, KiOPPromptConfig
 from .label_mapping import random_label_maps
 from .modeling_kiop import KiOPVisualPrompt
 from .pixels import checked_pixels, match_channels
-from .saving import staged_save
 
 DEFAULT_PROMPT = "default"
 _PROMPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
@@ -327,20 +325,14 @@ class KiOPModel(nn.Module):
 
         ``card`` adds model card content (``write_model_card`` keywords: ``args``, ``history``, ``results``, ...).
         """
-        from .image_processing_kiop import KiOPImageProcessor
-        from .model_card import write_model_card
-
-        repo_id = repo_id or Path(save_directory).resolve().name  # the card names the folder, not its staging
-        push = kwargs.pop("push_to_hub", False)  # from the saved folder, not from its staging
-        with staged_save(save_directory) as staging:  # a kill leaves the old prompt or the new one
-            PreTrainedModel.save_pretrained(self.prompt, staging, **kwargs)  # config and weights; the card below
-            KiOPImageProcessor.from_prompt_config(self.config).save_pretrained(staging)
-            save_class_vectors(staging, {TARGET_TASK: self.target, **(sources or {})})
-            write_model_card(self, staging, repo_id=repo_id, **(card or {}))  # never overwrites a user's README
-        if push:
-            from .hub import push_prompt_folder
-
-            push_prompt_folder(save_directory, repo_id)
+        self.prompt.save_pretrained(
+            save_directory,
+            repo_id=repo_id,
+            card_model=self,
+            card=card,
+            class_vector_models={TARGET_TASK: self.target, **(sources or {})},
+            **kwargs,
+        )
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Push the active prompt (not the target, which the prompt's config names) with a model card; keyword

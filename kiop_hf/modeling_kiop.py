@@ -105,9 +105,23 @@ class KiOPVisualPrompt(PreTrainedModel):
             raise ValueError(f"{corrupt} ({problems}); the prompt repo is corrupt or was edited")
         return prompt
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args, repo_id: str | None = None, **kwargs) -> None:
-        """``config.json`` + ``model.safetensors``, and a model card (README.md, naming ``repo_id`` in its usage
-        snippet) with the prompt's picture."""
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *args,
+        repo_id: str | None = None,
+        card_model=None,
+        card: dict | None = None,
+        class_vector_models: dict | None = None,
+        **kwargs,
+    ) -> None:
+        """``config.json`` + ``model.safetensors`` + ``preprocessor_config.json``, and a model card (README.md,
+        naming ``repo_id`` in its usage snippet) with its pictures, all or nothing.
+
+        ``KiOPModel.save_pretrained`` passes the prompted model the card describes (``card_model``), the card's
+        training content (``card``) and the CLIP-family models whose class vectors are stored with the prompt.
+        """
+        from .clip import save_class_vectors
         from .image_processing_kiop import KiOPImageProcessor
         from .model_card import write_model_card
 
@@ -116,7 +130,8 @@ class KiOPVisualPrompt(PreTrainedModel):
         with staged_save(save_directory) as staging:  # a kill leaves the old prompt or the new one
             super().save_pretrained(staging, *args, **kwargs)
             KiOPImageProcessor.from_prompt_config(self.config).save_pretrained(staging)
-            write_model_card(self, staging, repo_id=repo_id)  # never overwrites a README a person wrote
+            save_class_vectors(staging, class_vector_models or {})
+            write_model_card(card_model or self, staging, repo_id=repo_id, **(card or {}))  # a person's text stays
         if push:
             from .hub import push_prompt_folder
 
