@@ -19,11 +19,19 @@ from .zoo.build import DEFAULT_ROOT
 # Against the reference schedule it runs far fewer prompt updates, so it raises the prompt's learning rate (at the
 # reference 0.8 the ring pixels barely leave grey). It synthesises with the fast synthesizer: many short rounds,
 # each a few steps from a meta-learned generator, which feed a far larger bank than CMI can in the same time
-# (benchmarks/budget.py).
+# (benchmarks/budget.py). Half of each knowledge-storing batch comes from the newest synthetic batch
+# (recent_share=0.5): at this budget it raised the source accuracy on every seed (28.18% against 20.47%, three seeds).
 DEFAULT_SOURCE = "fashion-mnist-resnet"
 DEFAULT_TARGET = "letters-resnet10t"
 DEFAULT_SCHEDULE = dict(
-    synthesizer="fast", rounds=40, synthesis_steps=5, kd_steps=10, batch_size=64, learning_rate=8.0, bn_weight=1.0
+    synthesizer="fast",
+    rounds=40,
+    synthesis_steps=5,
+    kd_steps=10,
+    batch_size=64,
+    learning_rate=8.0,
+    bn_weight=1.0,
+    recent_share=0.5,
 )
 # The embedded default before the fast synthesizer: 10 CMI rounds of 30 steps, the generator kept across rounds, the
 # BatchNorm prior weighed down (on the zoo models it otherwise drowns the class term).
