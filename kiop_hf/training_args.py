@@ -6,11 +6,12 @@ each one as a flag, and a YAML or JSON file with the same keys configures the sa
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 Preservation = Literal["BF", "B", "none"]
@@ -263,17 +264,17 @@ class KiOPTrainingArguments:
         return {k: v for k, v in asdict(self).items() if k != "hub_token"}
 
 
+@functools.cache
 def _choices(cls) -> dict[str, tuple]:
-    """The allowed values of every ``Literal``-typed field (None too where the field is optional)."""
+    """The allowed values of every ``Literal``-typed field (None too where the field is optional), once per class."""
     choices = {}
-    for f in fields(cls):
-        hint = typing.get_type_hints(cls)[f.name]
+    for name, hint in typing.get_type_hints(cls).items():
         options = typing.get_args(hint)
         if typing.get_origin(hint) is Literal:
-            choices[f.name] = options
+            choices[name] = options
         elif any(typing.get_origin(option) is Literal for option in options):  # Literal[...] | None
             literal = next(option for option in options if typing.get_origin(option) is Literal)
-            choices[f.name] = (*typing.get_args(literal), None)
+            choices[name] = (*typing.get_args(literal), None)
     return choices
 
 
