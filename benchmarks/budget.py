@@ -95,7 +95,12 @@ def measure(bench: Bench, args, row: str, budget: int, seed: int) -> dict:
         "retention_drop_points": result["retention_drop_points"],
         "wall_seconds": result["wall_seconds"],
         "bank_images": result.get("bank_images"),
+        "settings": dict(bench.args.set),
     }
+
+
+def stored_runs(path: str | None) -> list[dict]:
+    return json.loads(Path(path).read_text())["runs"] if path and Path(path).is_file() else []
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -173,7 +178,7 @@ def plot(lines: list[dict], path: str) -> None:
 
 def main():
     args = parse_args()
-    stored = json.loads(Path(args.json).read_text())["runs"] if args.json and Path(args.json).is_file() else []
+    stored = stored_runs(args.json)
     bench = Bench(bench_args(args, args.rows[0], args.budgets[0]))
     for seed in args.seeds:  # rows interleaved, so a slower machine phase touches every row alike
         for budget in args.budgets:
@@ -181,11 +186,12 @@ def main():
                 run = measure(bench, args, row, budget, seed)
                 print(f"[run] {json.dumps(run)}", flush=True)
                 key = (row, budget, seed)
-                stored = [r for r in stored if (r["row"], r["budget"], r["seed"]) != key] + [run]
-                if args.json:
-                    Path(args.json).write_text(
-                        json.dumps({"runs": stored, "summary": summarise(stored)}, indent=2) + "\n"
-                    )
+                # read again before writing, so that several runs of this script can share one file
+                stored = [r for r in stored_runs(args.json) if (r["row"], r["budget"], r["seed"]) != key] + [run]
+                if args.json:  # hours of runs: written to a temporary name and renamed into place
+                    staging = Path(f"{args.json}.tmp")
+                    staging.write_text(json.dumps({"runs": stored, "summary": summarise(stored)}, indent=2) + "\n")
+                    staging.replace(args.json)
     lines = summarise(stored)
     print_table(lines)
     if args.plot:
