@@ -42,6 +42,7 @@ RUN_DEFINING = (
     "synthesizer",
     "data_bank_size",
     "recent_share",
+    "kd_crop_scale",
     "source_weights",
     "mixed_precision",
     "synthesis_lr",
