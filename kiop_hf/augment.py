@@ -1,4 +1,4 @@
-"""Differentiable, per-sample random views of image batches (affine resampling): synthesis and knowledge storing."""
+"""Differentiable, per-sample random views of image batches (affine resampling): the synthesis' augmentations."""
 
 from __future__ import annotations
 

@@ -42,7 +42,6 @@ RUN_DEFINING = (
     "synthesizer",
     "data_bank_size",
     "recent_share",
-    "kd_crop_scale",
     "source_weights",
     "mixed_precision",
     "synthesis_lr",

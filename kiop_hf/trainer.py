@@ -23,7 +23,6 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from . import run_state
-from .augment import random_resized_crop
 from .checkpointing import next_index, write_checkpoint
 from .classifiers import FrozenClassifier
 from .configuration_kiop import TARGET_TASK
@@ -192,13 +191,9 @@ class KiOPTrainer:
         config.validate()
 
     def _sample(self, bank: DataBank, n: int) -> torch.Tensor:
-        """A knowledge-storing draw: synthetic banks give ``recent_share`` of it from their newest batch, and every
-        image is a random crop of at least ``kd_crop_scale`` of its area (new views of a bank that grows slowly)."""
+        """A knowledge-storing draw: synthetic banks give ``recent_share`` of it from their newest batch."""
         synthetic = any(bank is self.banks.get(name) for name in self.synthesizers)
-        images = bank.sample(n, recent_share=self.args.recent_share if synthetic else 0.0)
-        if self.args.kd_crop_scale < 1:
-            images = random_resized_crop(images, scale=(self.args.kd_crop_scale, 1.0))
-        return images
+        return bank.sample(n, recent_share=self.args.recent_share if synthetic else 0.0)
 
     def knowledge_storing_step(self) -> dict[str, float]:
         """One SGD step on the prompt over every source's bank and the preservation images."""

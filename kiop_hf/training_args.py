@@ -54,7 +54,6 @@ NUMBERS = (
     ("meta_step", True, False),
     ("bn_momentum", False, False),
     ("recent_share", False, False),
-    ("kd_crop_scale", True, False),
 )
 
 
@@ -177,13 +176,6 @@ class KiOPTrainingArguments:
         default=0.0,
         metadata=field_help("Share of each knowledge-storing batch drawn from the newest synthetic batch, in [0, 1]."),
     )
-    kd_crop_scale: float = field(
-        default=1.0,
-        metadata=field_help(
-            "Knowledge storing sees random resized crops of the bank's images, covering this fraction of the area "
-            "at least, in (0, 1] (1: the images as they are)."
-        ),
-    )
     # Checkpoints, logging, hardware
     save_every_rounds: int = field(default=1, metadata=field_help("Write a checkpoint every this many rounds."))
     save_total_limit: int | None = field(
@@ -247,8 +239,6 @@ class KiOPTrainingArguments:
                 raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
         if not 0 <= self.recent_share <= 1:
             raise ValueError(f"recent_share must be between 0 and 1, got {self.recent_share}")
-        if not 0 < self.kd_crop_scale <= 1:
-            raise ValueError(f"kd_crop_scale must be in (0, 1], got {self.kd_crop_scale}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         synthesises = self.transfer_data != "unlabelled" or self.preservation == "BF"

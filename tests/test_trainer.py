@@ -176,11 +176,10 @@ def test_a_run_resumed_from_a_middle_checkpoint_ends_like_the_straight_run(
     synthesizer, transformers_folder, timm_folder, tmp_path
 ):
     """Everything a synthesizer keeps across rounds (a kept generator, fast's meta weights and BN averages) and a
-    bounded bank's ring buffer and newest batch are in the checkpoint, and loading them draws no random numbers
-    (the knowledge-storing crops draw theirs from the restored generator)."""
+    bounded bank's ring buffer and newest batch are in the checkpoint, and loading them draws no random numbers."""
     import shutil
 
-    run = synthesizer | dict(rounds=4, data_bank_size=12, recent_share=0.5, kd_crop_scale=0.7, save_total_limit=None)
+    run = synthesizer | dict(rounds=4, data_bank_size=12, recent_share=0.5, save_total_limit=None)
     straight = tiny_run(transformers_folder, timm_folder, tmp_path / "straight", **run)
     straight.train()
     shutil.copytree(
