@@ -23,7 +23,7 @@ import json
 import statistics
 from pathlib import Path
 
-from quality import Bench
+from quality import BANK_FIT, Bench
 
 from kiop_hf.cli import training_override
 from kiop_hf.train_job import SCHEDULES
@@ -95,6 +95,7 @@ def measure(bench: Bench, args, row: str, budget: int, seed: int) -> dict:
         "retention_drop_points": result["retention_drop_points"],
         "wall_seconds": result["wall_seconds"],
         "bank_images": result.get("bank_images"),
+        **{key: result[key] for key in (*BANK_FIT, "bank_class_shares") if key in result},
         "settings": dict(bench.args.set),
     }
 

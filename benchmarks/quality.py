@@ -192,10 +192,14 @@ class Bench:
     @torch.no_grad()
     def bank_fit(self, model: KiOPModel, bank: torch.Tensor) -> dict:
         """Why synthetic transfer falls short: how often the trained prompt agrees with the source on the very
-        synthetic images it was trained on, and how sure the source is of those images and of its real test images."""
-        agreement = (model(bank, task=self.task).argmax(-1) == self.source(bank).argmax(-1)).float().mean().item()
+        synthetic images it was trained on, which classes the source sees in them, and how sure the source is of
+        those images and of its real test images."""
+        source_classes = self.source(bank).argmax(-1)
+        agreement = (model(bank, task=self.task).argmax(-1) == source_classes).float().mean().item()
+        shares = torch.bincount(source_classes, minlength=self.source.num_labels) / len(bank)
         return {
             "bank_agreement": agreement,
+            "bank_class_shares": [round(share, 4) for share in shares.tolist()],  # the source's reading of the bank
             "source_confidence_bank": self.source_confidence(bank),
             "source_confidence_test": self.source_confidence_test,
         }
