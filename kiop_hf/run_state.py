@@ -42,6 +42,7 @@ RUN_DEFINING = (
     "synthesizer",
     "data_bank_size",
     "recent_share",
+    "recent_share_schedule",
     "source_weights",
     "mixed_precision",
     "synthesis_lr",
