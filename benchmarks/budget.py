@@ -9,11 +9,14 @@ times the 400 prompt updates of the original embedded default (10 rounds x 40 kn
 - ``real``: the same prompt and optimiser trained on the source's real labelled images (the data-rich bound).
 Columns: source accuracy (mean and sd over seeds), BF / real ratio at the same budget, target accuracy and its
 retention drop, wall time, images in the source's data bank. Runs are added to the ``--json`` file (a run of the
-same row, budget and seed replaces the old one), so the slow CMI row can be measured on fewer seeds in a second
-call; the table and the plot (source accuracy against wall time) cover every run in the file.
+same row, variant, budget and seed replaces the old one), so the slow CMI row can be measured on fewer seeds in a
+second call; the table and the plot (source accuracy against wall time) cover every run in the file. ``--set``
+makes a variant of the fast row (its settings name it in the table and the plot), so ablations share the file.
 
     python benchmarks/budget.py --json budget.json --plot budget.png
     python benchmarks/budget.py --rows cmi --budgets 4 8 --seeds 0 --json budget.json --plot budget.png
+    python benchmarks/budget.py --rows fast --budgets 1 2 --set recent_share=0 --json budget.json
+    python benchmarks/budget.py --report --json budget.json --plot budget.png
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ def parse_args():
     parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--json", help="add the runs to this JSON file (created if missing)")
     parser.add_argument("--plot", help="write the accuracy-against-wall-time plot (PNG) here")
+    parser.add_argument("--report", action="store_true", help="only print the table (and plot) of the --json file")
     return parser.parse_args()
 
 
@@ -86,6 +90,7 @@ def measure(bench: Bench, args, row: str, budget: int, seed: int) -> dict:
     result = bench.real_data_prompt() if row == "real" else bench.kiop("BF")
     return {
         "row": row,
+        "variant": variant_name(args.set if row == "fast" else []),
         "budget": budget,
         "seed": seed,
         "prompt_updates": budget * UNIT_UPDATES,
@@ -100,22 +105,32 @@ def measure(bench: Bench, args, row: str, budget: int, seed: int) -> dict:
     }
 
 
+def variant_name(overrides: list[tuple[str, object]]) -> str:
+    return " ".join(f"{key}={value}" for key, value in overrides) or "default"
+
+
+def run_key(run: dict) -> tuple:
+    return run["row"], run.get("variant", "default"), run["budget"]
+
+
 def stored_runs(path: str | None) -> list[dict]:
     return json.loads(Path(path).read_text())["runs"] if path and Path(path).is_file() else []
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """One line per row and budget: means over seeds, the accuracy's spread, and the ratio to the real row."""
-    groups: dict[tuple[str, int], list[dict]] = {}
+    """One line per row, variant and budget: seed means, the accuracy's spread, the ratio to the real row."""
+    groups: dict[tuple[str, str, int], list[dict]] = {}
     for run in runs:
-        groups.setdefault((run["row"], run["budget"]), []).append(run)
+        groups.setdefault(run_key(run), []).append(run)
     lines = []
-    for (row, budget), group in sorted(groups.items(), key=lambda item: (ROWS.index(item[0][0]), item[0][1])):
+    order = lambda item: (ROWS.index(item[0][0]), item[0][1] != "default", item[0][1], item[0][2])  # noqa: E731
+    for (row, variant, budget), group in sorted(groups.items(), key=order):
         accuracies = [r["source_accuracy"] for r in group]
         mean = lambda key: statistics.fmean(r[key] for r in group)  # noqa: E731
         lines.append(
             {
                 "row": row,
+                "variant": variant,
                 "budget": budget,
                 "prompt_updates": group[0]["prompt_updates"],
                 "rounds": group[0]["rounds"],
@@ -136,15 +151,15 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 def print_table(lines: list[dict]) -> None:
     print(
-        f"\n{'row':<6}{'budget':>7}{'updates':>9}{'rounds':>8}{'seeds':>9}{'source acc':>12}{'sd':>7}{'/ real':>8}"
-        f"{'target':>9}{'drop':>7}{'wall s':>8}{'bank':>7}"
+        f"\n{'row':<6}{'variant':<34}{'budget':>7}{'updates':>9}{'rounds':>8}{'seeds':>9}{'source acc':>12}"
+        f"{'sd':>7}{'/ real':>8}{'target':>9}{'drop':>7}{'wall s':>8}{'bank':>7}"
     )
     for line in lines:
         sd = "-" if line["source_accuracy_sd"] is None else f"{100 * line['source_accuracy_sd']:.2f}"
         ratio = "-" if line["ratio_to_real"] is None else f"{line['ratio_to_real']:.2f}"
         bank = "-" if line["bank_images"] is None else f"{line['bank_images']:,}"
         print(
-            f"{line['row']:<6}{line['budget']:>6}x{line['prompt_updates']:>9,}{line['rounds']:>8}"
+            f"{line['row']:<6}{line['variant']:<34}{line['budget']:>6}x{line['prompt_updates']:>9,}{line['rounds']:>8}"
             f"{','.join(map(str, line['seeds'])):>9}{line['source_accuracy']:>12.2%}{sd:>7}{ratio:>8}"
             f"{line['target_accuracy']:>9.2%}{line['retention_drop_points']:>7.2f}{line['wall_seconds']:>8.0f}{bank:>7}"
         )
@@ -158,14 +173,13 @@ def plot(lines: list[dict], path: str) -> None:
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     labels = {"fast": "KiOP-BF, fast synthesis", "cmi": "KiOP-BF, CMI", "real": "real labelled data"}
-    for row in ROWS:
-        points = [line for line in lines if line["row"] == row]
-        if not points:
-            continue
+    for row, variant in dict.fromkeys((line["row"], line["variant"]) for line in lines):
+        points = [line for line in lines if (line["row"], line["variant"]) == (row, variant)]
         x = [p["wall_seconds"] / 60 for p in points]
         y = [100 * p["source_accuracy"] for p in points]
         sd = [100 * (p["source_accuracy_sd"] or 0) for p in points]
-        axes.errorbar(x, y, yerr=sd, marker="o", capsize=3, label=labels[row])
+        label = labels[row] + ("" if variant == "default" else f", {variant}")
+        axes.errorbar(x, y, yerr=sd, marker="o", capsize=3, label=label)
         for p, xi, yi in zip(points, x, y):
             axes.annotate(f"{p['budget']}x", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=8)
     axes.set_xlabel("wall time per run, minutes (2 CPU cores)")
@@ -180,15 +194,15 @@ def plot(lines: list[dict], path: str) -> None:
 def main():
     args = parse_args()
     stored = stored_runs(args.json)
-    bench = Bench(bench_args(args, args.rows[0], args.budgets[0]))
-    for seed in args.seeds:  # rows interleaved, so a slower machine phase touches every row alike
+    bench = None if args.report else Bench(bench_args(args, args.rows[0], args.budgets[0]))
+    for seed in [] if args.report else args.seeds:  # rows interleaved: a slower machine phase touches every row
         for budget in args.budgets:
             for row in args.rows:
                 run = measure(bench, args, row, budget, seed)
                 print(f"[run] {json.dumps(run)}", flush=True)
-                key = (row, budget, seed)
                 # read again before writing, so that several runs of this script can share one file
-                stored = [r for r in stored_runs(args.json) if (r["row"], r["budget"], r["seed"]) != key] + [run]
+                stored = [r for r in stored_runs(args.json) if (*run_key(r), r["seed"]) != (*run_key(run), seed)]
+                stored.append(run)
                 if args.json:  # hours of runs: written to a temporary name and renamed into place
                     staging = Path(f"{args.json}.tmp")
                     staging.write_text(json.dumps({"runs": stored, "summary": summarise(stored)}, indent=2) + "\n")
