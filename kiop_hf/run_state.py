@@ -42,7 +42,6 @@ RUN_DEFINING = (
     "synthesizer",
     "data_bank_size",
     "recent_share",
-    "recent_share_schedule",
     "source_weights",
     "mixed_precision",
     "synthesis_lr",

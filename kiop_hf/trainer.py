@@ -190,17 +190,10 @@ class KiOPTrainer:
             config.label_mapping = "frequency"
         config.validate()
 
-    @property
-    def recent_share(self) -> float:
-        """This round's share of a synthetic draw from the newest batch: constant, or falling linearly to 0."""
-        if self.args.recent_share_schedule == "linear":
-            return self.args.recent_share * (1 - self.round / self.args.rounds)
-        return self.args.recent_share
-
     def _sample(self, bank: DataBank, n: int) -> torch.Tensor:
         """A knowledge-storing draw: synthetic banks give ``recent_share`` of it from their newest batch."""
         synthetic = any(bank is self.banks.get(name) for name in self.synthesizers)
-        return bank.sample(n, recent_share=self.recent_share if synthetic else 0.0)
+        return bank.sample(n, recent_share=self.args.recent_share if synthetic else 0.0)
 
     def knowledge_storing_step(self) -> dict[str, float]:
         """One SGD step on the prompt over every source's bank and the preservation images."""

@@ -18,7 +18,6 @@ Preservation = Literal["BF", "B", "none"]
 TransferData = Literal["synthetic", "unlabelled", "mixed"]
 LabelMapping = Literal["random", "frequency"]
 SynthesisMethod = Literal["cmi", "fast", "deepinversion"]
-ShareSchedule = Literal["constant", "linear"]
 MixedPrecision = Literal["no", "bf16"]  # fp16 would need loss scaling of the prompt's gradients
 RESUME_OVERRIDABLE = ("rounds",)
 # (name, smallest value, None allowed)
@@ -176,13 +175,6 @@ class KiOPTrainingArguments:
     recent_share: float = field(
         default=0.0,
         metadata=field_help("Share of each knowledge-storing batch drawn from the newest synthetic batch, in [0, 1]."),
-    )
-    recent_share_schedule: ShareSchedule = field(
-        default="constant",
-        metadata=field_help(
-            "constant: recent_share in every round; linear: it falls from recent_share in the first round towards 0 "
-            "in the last, so late rounds draw from the whole bank."
-        ),
     )
     # Checkpoints, logging, hardware
     save_every_rounds: int = field(default=1, metadata=field_help("Write a checkpoint every this many rounds."))

@@ -26,7 +26,6 @@ ARGUMENT_CATALOGUE = [
     (dict(data_bank_size=-1), "data_bank_size must be an integer >= 1 or None, got -1"),
     (dict(momentum=1.0), r"momentum must be in \[0, 1\), got 1.0"),
     (dict(recent_share=1.5), "recent_share must be between 0 and 1, got 1.5"),
-    (dict(recent_share_schedule="cosine"), "recent_share_schedule must be one of"),
     (dict(synthesizer="gan"), "synthesizer must be one of"),
     (dict(mixed_precision="fp8"), "mixed_precision must be one of"),
     (dict(resume_overrides=["kd_steps"]), r"resume_overrides may name only \['rounds'\], got \['kd_steps'\]"),

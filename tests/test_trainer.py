@@ -179,8 +179,7 @@ def test_a_run_resumed_from_a_middle_checkpoint_ends_like_the_straight_run(
     bounded bank's ring buffer and newest batch are in the checkpoint, and loading them draws no random numbers."""
     import shutil
 
-    share = dict(recent_share=0.5, recent_share_schedule="linear")  # the share depends on the restored round
-    run = synthesizer | share | dict(rounds=4, data_bank_size=12, save_total_limit=None)
+    run = synthesizer | dict(rounds=4, data_bank_size=12, recent_share=0.5, save_total_limit=None)
     straight = tiny_run(transformers_folder, timm_folder, tmp_path / "straight", **run)
     straight.train()
     shutil.copytree(
@@ -191,17 +190,6 @@ def test_a_run_resumed_from_a_middle_checkpoint_ends_like_the_straight_run(
     assert len(resumed.banks["gray"]) == 12
     assert all(torch.equal(a, b) for a, b in zip(straight.model.prompt.rings, resumed.model.prompt.rings))
     assert torch.equal(straight.banks["gray"].images, resumed.banks["gray"].images)
-
-
-def test_a_linear_recent_share_falls_from_its_value_towards_zero(transformers_folder, timm_folder, tmp_path):
-    trainer = tiny_run(
-        transformers_folder, timm_folder, tmp_path, rounds=4, recent_share=0.5, recent_share_schedule="linear"
-    )
-    shares = []
-    for completed_rounds in range(4):
-        trainer.round = completed_rounds
-        shares.append(trainer.recent_share)
-    assert shares == [0.5, 0.375, 0.25, 0.125]
 
 
 @pytest.fixture
