@@ -186,7 +186,7 @@ def plot(lines: list[dict], path: str) -> None:
     axes.set_ylabel("fashion-mnist accuracy of the prompted target, %")
     axes.set_title("Source accuracy against training time (mean ± sd over seeds)")
     axes.grid(True, alpha=0.3)
-    axes.legend()
+    axes.legend(loc="lower right", fontsize=7)
     figure.tight_layout()
     figure.savefig(path)
 
