@@ -207,7 +207,7 @@ def main():
                     staging = Path(f"{args.json}.tmp")
                     staging.write_text(json.dumps({"runs": stored, "summary": summarise(stored)}, indent=2) + "\n")
                     staging.replace(args.json)
-    lines = summarise(stored)
+    lines = summarise(stored_runs(args.json) if args.json else stored)  # with the runs of parallel calls
     print_table(lines)
     if args.plot:
         plot(lines, args.plot)
