@@ -35,6 +35,7 @@ from kiop_hf.zoo.build import DEFAULT_ROOT
 ROWS = ("fast", "cmi", "real")
 UNIT_UPDATES = 400  # prompt updates of the original embedded default: 10 rounds x 40 knowledge-storing steps
 ROW_SCHEDULE = {"fast": "fast", "cmi": "cmi", "real": "cmi"}  # the real row trains like the original default
+REAL_ROW_SETTINGS = ("label_mapping",)  # --set fields the real-data prompt honours too, for a like-for-like ratio
 
 
 def parse_args():
@@ -48,7 +49,8 @@ def parse_args():
         default=[],
         metavar="KEY=VALUE",
         type=training_override,
-        help="any other KiOPTrainingArguments field for the fast row, e.g. --set recent_share=0.5",
+        help="any other KiOPTrainingArguments field for the fast row (label_mapping: for the real row too), "
+        "e.g. --set recent_share=0.5",
     )
     parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
     parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
@@ -79,10 +81,17 @@ def bench_args(args, row: str, budget: int) -> argparse.Namespace:
         reset_generator=False,
         label_mapping="random",
         transfer_limit=None,
-        set=[*overrides.items(), *(args.set if row == "fast" else [])],
+        set=[*overrides.items(), *row_settings(args, row)],
         eval_limit=args.eval_limit,
         seeds=args.seeds,
     )
+
+
+def row_settings(args, row: str) -> list[tuple[str, object]]:
+    """The ``--set`` fields a row takes: all for the fast row, the label mapping for the real row, none for CMI."""
+    if row == "fast":
+        return args.set
+    return [(key, value) for key, value in args.set if row == "real" and key in REAL_ROW_SETTINGS]
 
 
 def measure(bench: Bench, args, row: str, budget: int, seed: int) -> dict:
@@ -90,7 +99,7 @@ def measure(bench: Bench, args, row: str, budget: int, seed: int) -> dict:
     result = bench.real_data_prompt() if row == "real" else bench.kiop("BF")
     return {
         "row": row,
-        "variant": variant_name(args.set if row == "fast" else []),
+        "variant": variant_name(row_settings(args, row)),
         "budget": budget,
         "seed": seed,
         "prompt_updates": budget * UNIT_UPDATES,
@@ -118,7 +127,8 @@ def stored_runs(path: str | None) -> list[dict]:
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """One line per row, variant and budget: seed means, the accuracy's spread, the ratio to the real row."""
+    """One line per row, variant and budget: seed means, the accuracy's spread, and the ratio to the real row of
+    the same budget and label mapping."""
     groups: dict[tuple[str, str, int], list[dict]] = {}
     for run in runs:
         groups.setdefault(run_key(run), []).append(run)
@@ -141,11 +151,15 @@ def summarise(runs: list[dict]) -> list[dict]:
                 "retention_drop_points": mean("retention_drop_points"),
                 "wall_seconds": mean("wall_seconds"),
                 "bank_images": group[0]["bank_images"],
+                "label_mapping": group[0].get("settings", {}).get("label_mapping", "random"),
             }
         )
-    real = {line["budget"]: line["source_accuracy"] for line in lines if line["row"] == "real"}
+    real = {
+        (line["budget"], line["label_mapping"]): line["source_accuracy"] for line in lines if line["row"] == "real"
+    }
     for line in lines:
-        line["ratio_to_real"] = line["source_accuracy"] / real[line["budget"]] if line["budget"] in real else None
+        bound = real.get((line["budget"], line["label_mapping"]))
+        line["ratio_to_real"] = None if bound is None else line["source_accuracy"] / bound
     return lines
 
 

@@ -37,6 +37,7 @@ from kiop_hf.cli import training_override
 from kiop_hf.configuration_kiop import TARGET_TASK
 from kiop_hf.data import dataset_tensors
 from kiop_hf.evaluation import evaluate_tasks, predict
+from kiop_hf.label_mapping import frequency_label_maps
 from kiop_hf.losses import distillation_loss
 from kiop_hf.pixels import to_unit_range
 from kiop_hf.synthesis import DataBank, make_synthesizer
@@ -120,9 +121,14 @@ class Bench:
         self.workdir = Path(tempfile.mkdtemp(prefix="kiop-quality-"))
         self.seed = args.seeds[0]
 
-    def fresh_model(self) -> KiOPModel:
+    def fresh_model(self, label_maps: dict[str, list[int]] | None = None) -> KiOPModel:
         return KiOPModel.from_models(
-            self.target, {self.task: self.source}, image_size=32, ring_sizes=self.args.ring_sizes, seed=self.seed
+            self.target,
+            {self.task: self.source},
+            image_size=32,
+            ring_sizes=self.args.ring_sizes,
+            label_maps=label_maps,
+            seed=self.seed,
         )
 
     def training_args(self, name: str, preservation: str, **extra) -> KiOPTrainingArguments:
@@ -225,12 +231,14 @@ class Bench:
         """The same prompt and optimiser on real labelled source data (cross-entropy) and real target images."""
         a = self.args
         torch.manual_seed(self.seed)
-        model, start = self.fresh_model(), time.perf_counter()
+        start = time.perf_counter()
         images, labels = dataset_tensors(self.source_data, 32, self.source.num_channels, "train")
+        training = self.training_args("real", "B")
+        label_maps = self.real_label_maps(images, labels) if training.label_mapping == "frequency" else None
+        model = self.fresh_model(label_maps)
         preservation = DataBank()
         preservation.add(dataset_tensors(self.target_data, 32, self.target.num_channels, "train")[0])
         steps = a.rounds * a.kd_steps
-        training = self.training_args("real", "B")
         optimizer = torch.optim.SGD(
             model.prompt.parameters(),
             lr=training.learning_rate,
@@ -250,6 +258,15 @@ class Bench:
             optimizer.step()
             schedule.step()
         return self.prompt_row("real-data prompt (upper bound)", model, time.perf_counter() - start)
+
+    @torch.no_grad()
+    def real_label_maps(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[int]]:
+        """The trainer's frequency maps, from as many real labelled images as it reads from its first bank."""
+        rows = torch.randint(len(images), (4 * self.args.batch_size,))
+        predictions = self.fresh_model().target_logits(to_unit_range(images[rows]), task=self.task).argmax(-1)
+        table = torch.zeros(self.source.num_labels, self.target.num_labels)
+        table.index_put_((labels[rows], predictions), torch.ones(len(rows)), accumulate=True)
+        return frequency_label_maps({self.task: table})
 
     def dfkd_student(self) -> dict:
         """Data-free distillation of the source into a fresh small student, same synthesis, rounds and steps."""
