@@ -61,8 +61,9 @@ def parse_args():
 
 
 def bench_args(args, row: str, budget: int) -> argparse.Namespace:
-    """What ``quality.Bench`` reads for one row at one budget: the row's schedule with ``budget`` x its rounds."""
-    schedule = SCHEDULES[ROW_SCHEDULE[row]]
+    """What ``quality.Bench`` reads for one row at one budget: the row's schedule with ``budget`` x its rounds (a
+    ``--set kd_steps=N`` changes the rounds, so that the budget stays N x 400 prompt updates)."""
+    schedule = SCHEDULES[ROW_SCHEDULE[row]] | dict(row_settings(args, row))
     rounds = budget * UNIT_UPDATES // schedule["kd_steps"]
     overrides = {k: v for k, v in schedule.items() if k not in ("rounds", "synthesis_steps", "kd_steps", "batch_size")}
     return argparse.Namespace(
