@@ -35,7 +35,8 @@ from kiop_hf.zoo.build import DEFAULT_ROOT
 ROWS = ("fast", "cmi", "real")
 UNIT_UPDATES = 400  # prompt updates of the original embedded default: 10 rounds x 40 knowledge-storing steps
 ROW_SCHEDULE = {"fast": "fast", "cmi": "cmi", "real": "cmi"}  # the real row trains like the original default
-REAL_ROW_SETTINGS = ("label_mapping",)  # --set fields the real-data prompt honours too, for a like-for-like ratio
+# what the real-data prompt takes from the fast row (its schedule, and --set), so that the ratio is like for like
+REAL_ROW_SETTINGS = ("label_mapping",)
 
 
 def parse_args():
@@ -63,7 +64,10 @@ def parse_args():
 def bench_args(args, row: str, budget: int) -> argparse.Namespace:
     """What ``quality.Bench`` reads for one row at one budget: the row's schedule with ``budget`` x its rounds (a
     ``--set kd_steps=N`` changes the rounds, so that the budget stays N x 400 prompt updates)."""
-    schedule = SCHEDULES[ROW_SCHEDULE[row]] | dict(row_settings(args, row))
+    schedule = SCHEDULES[ROW_SCHEDULE[row]]
+    if row == "real":
+        schedule = schedule | {key: value for key, value in SCHEDULES["fast"].items() if key in REAL_ROW_SETTINGS}
+    schedule = schedule | dict(row_settings(args, row))  # a new dict: SCHEDULES stays as it is
     rounds = budget * UNIT_UPDATES // schedule["kd_steps"]
     overrides = {k: v for k, v in schedule.items() if k not in ("rounds", "synthesis_steps", "kd_steps", "batch_size")}
     return argparse.Namespace(
@@ -80,16 +84,17 @@ def bench_args(args, row: str, budget: int) -> argparse.Namespace:
         learning_rate=schedule["learning_rate"],
         adv_weight=0.5,
         reset_generator=False,
-        label_mapping="random",
+        label_mapping=None,  # the schedule's
         transfer_limit=None,
-        set=[*overrides.items(), *row_settings(args, row)],
+        set=list(overrides.items()),
         eval_limit=args.eval_limit,
         seeds=args.seeds,
     )
 
 
 def row_settings(args, row: str) -> list[tuple[str, object]]:
-    """The ``--set`` fields a row takes: all for the fast row, the label mapping for the real row, none for CMI."""
+    """The ``--set`` fields a row takes (they name its variant): all for the fast row, the label mapping for the
+    real row, none for CMI (the earlier default, with the paper's random label map)."""
     if row == "fast":
         return args.set
     return [(key, value) for key, value in args.set if row == "real" and key in REAL_ROW_SETTINGS]
@@ -165,8 +170,9 @@ def summarise(runs: list[dict]) -> list[dict]:
 
 
 def print_table(lines: list[dict]) -> None:
+    width = max((len(line["variant"]) for line in lines), default=7) + 2
     print(
-        f"\n{'row':<6}{'variant':<34}{'budget':>7}{'updates':>9}{'rounds':>8}{'seeds':>9}{'source acc':>12}"
+        f"\n{'row':<6}{'variant':<{width}}{'budget':>7}{'updates':>9}{'rounds':>8}{'seeds':>9}{'source acc':>12}"
         f"{'sd':>7}{'/ real':>8}{'target':>9}{'drop':>7}{'wall s':>8}{'bank':>7}"
     )
     for line in lines:
@@ -174,7 +180,7 @@ def print_table(lines: list[dict]) -> None:
         ratio = "-" if line["ratio_to_real"] is None else f"{line['ratio_to_real']:.2f}"
         bank = "-" if line["bank_images"] is None else f"{line['bank_images']:,}"
         print(
-            f"{line['row']:<6}{line['variant']:<34}{line['budget']:>6}x{line['prompt_updates']:>9,}{line['rounds']:>8}"
+            f"{line['row']:<6}{line['variant']:<{width}}{line['budget']:>6}x{line['prompt_updates']:>9,}{line['rounds']:>8}"
             f"{','.join(map(str, line['seeds'])):>9}{line['source_accuracy']:>12.2%}{sd:>7}{ratio:>8}"
             f"{line['target_accuracy']:>9.2%}{line['retention_drop_points']:>7.2f}{line['wall_seconds']:>8.0f}{bank:>7}"
         )

@@ -77,7 +77,9 @@ def parse_args():
         "them; the real-data row takes its optimiser and temperature from them, the DFKD row its synthesis)",
     )
     parser.add_argument("--reset-generator", action="store_true", help="re-initialise the generator every round")
-    parser.add_argument("--label-mapping", default="random", choices=["random", "frequency"])
+    parser.add_argument(
+        "--label-mapping", choices=["random", "frequency"], help="default: the schedule's (the embedded default's)"
+    )
     parser.add_argument(
         "--transfer-limit",
         type=int,
@@ -147,8 +149,9 @@ class Bench:
             seed=self.seed,
             save_every_rounds=a.rounds,
             use_cpu=True,
-            label_mapping=a.label_mapping,
         )
+        if a.label_mapping:
+            run["label_mapping"] = a.label_mapping
         return KiOPTrainingArguments(**SCHEDULES[a.schedule] | run | dict(a.set) | extra)
 
     def run_dir(self, name: str) -> Path:
