@@ -21,9 +21,6 @@ from .zoo.build import DEFAULT_ROOT
 # each a few steps from a meta-learned generator, which feed a far larger bank than CMI can in the same time
 # (benchmarks/budget.py). Half of each knowledge-storing batch comes from the newest synthetic batch
 # (recent_share=0.5): at this budget it raised the source accuracy on every seed (28.18% against 20.47%, three seeds).
-# Each source class is read from the target class the prompted target already leans to for its first synthetic
-# samples (label_mapping="frequency"), which raised the three-seed means at 1x and 2x (30.80% / 37.12% against
-# 28.18% / 35.00%) at no cost.
 DEFAULT_SOURCE = "fashion-mnist-resnet"
 DEFAULT_TARGET = "letters-resnet10t"
 DEFAULT_SCHEDULE = dict(
@@ -35,7 +32,6 @@ DEFAULT_SCHEDULE = dict(
     learning_rate=8.0,
     bn_weight=1.0,
     recent_share=0.5,
-    label_mapping="frequency",
 )
 # The embedded default before the fast synthesizer: 10 CMI rounds of 30 steps, the generator kept across rounds, the
 # BatchNorm prior weighed down (on the zoo models it otherwise drowns the class term).
