@@ -82,7 +82,7 @@ def bench_args(args, row: str, budget: int) -> argparse.Namespace:
         batch_size=schedule["batch_size"],
         bn_weight=schedule["bn_weight"],
         learning_rate=schedule["learning_rate"],
-        adv_weight=0.5,
+        adv_weight=None,  # the schedule's
         reset_generator=False,
         label_mapping=None,  # the schedule's
         transfer_limit=None,

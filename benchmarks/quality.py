@@ -66,7 +66,7 @@ def parse_args():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
     parser.add_argument("--bn-weight", type=float, help="BatchNorm prior weight (reference: 1.0)")
     parser.add_argument("--learning-rate", type=float, help="prompt SGD learning rate (reference: 0.8)")
-    parser.add_argument("--adv-weight", type=float, default=0.5, help="adversarial term weight (reference: 0.5)")
+    parser.add_argument("--adv-weight", type=float, help="adversarial term weight (default: the schedule's)")
     parser.add_argument(
         "--set",
         nargs="+",
@@ -142,7 +142,6 @@ class Bench:
             batch_size=a.batch_size,
             learning_rate=a.learning_rate,
             bn_weight=a.bn_weight,
-            adv_weight=a.adv_weight,
             reset_generator=a.reset_generator,
             output_dir=str(self.run_dir(name)),
             preservation=preservation,
@@ -150,8 +149,9 @@ class Bench:
             save_every_rounds=a.rounds,
             use_cpu=True,
         )
-        if a.label_mapping:
-            run["label_mapping"] = a.label_mapping
+        for name in ("adv_weight", "label_mapping"):  # default: the schedule's
+            if getattr(a, name) is not None:
+                run[name] = getattr(a, name)
         return KiOPTrainingArguments(**SCHEDULES[a.schedule] | run | dict(a.set) | extra)
 
     def run_dir(self, name: str) -> Path:
