@@ -4,6 +4,17 @@ from torch import nn
 
 GRAY_MEAN, GRAY_STD = [0.3], [0.25]
 RGB_MEAN, RGB_STD = [0.4, 0.5, 0.6], [0.2, 0.25, 0.3]
+# The smallest schedule that runs every part of a round (synthesis, bank, knowledge storing) on the CPU.
+TINY_TRAINING = dict(
+    rounds=1,
+    synthesis_steps=2,
+    kd_steps=2,
+    batch_size=4,
+    memory_bank_size=16,
+    num_negatives=4,
+    head_dim=8,
+    use_cpu=True,
+)
 
 
 class TinyCNN(nn.Module):

@@ -12,21 +12,11 @@ from kiop_hf.train_job import finish_run
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 
-from .helpers import RGB_MEAN, RGB_STD
+from .helpers import RGB_MEAN, RGB_STD, TINY_TRAINING
 
 DIGITS = [str(i) for i in range(10)]
 LETTERS = ["x", "y", "z", "a", "the", "of", "photo", "sketch", "blurry", "letter", "digit", "0"]
 TEMPLATES = ["a photo of the digit {}", "a blurry sketch of the digit {}"]
-TINY = dict(
-    rounds=1,
-    synthesis_steps=2,
-    kd_steps=2,
-    batch_size=4,
-    memory_bank_size=16,
-    num_negatives=4,
-    head_dim=8,
-    use_cpu=True,
-)
 
 
 def test_zero_shot_logits_are_image_features_times_stored_class_vectors_times_logit_scale(clip_folder):
@@ -66,7 +56,9 @@ def test_a_prompt_on_a_clip_target_reloads_from_stored_class_vectors_without_the
     target = load_classifier(clip_copy, class_names=LETTERS)
     source = load_classifier(timm_folder)
     model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
-    trainer = KiOPTrainer(model, {"gray": source}, KiOPTrainingArguments(output_dir=str(tmp_path / "prompt"), **TINY))
+    trainer = KiOPTrainer(
+        model, {"gray": source}, KiOPTrainingArguments(output_dir=str(tmp_path / "prompt"), **TINY_TRAINING)
+    )
     trainer.train()
     finish_run(trainer)
     stored = load_class_vectors(tmp_path / "prompt")
@@ -87,7 +79,9 @@ def test_a_clip_source_is_inverted_without_the_bn_prior_and_its_class_vectors_ar
     source = load_classifier(clip_folder, class_names=DIGITS, templates=TEMPLATES)
     target = load_classifier(transformers_folder)
     model = KiOPModel.from_models(target, {"clip_digits": source}, image_size=32, ring_sizes=[36, 40])
-    trainer = KiOPTrainer(model, {"clip_digits": source}, KiOPTrainingArguments(output_dir=str(tmp_path), **TINY))
+    trainer = KiOPTrainer(
+        model, {"clip_digits": source}, KiOPTrainingArguments(output_dir=str(tmp_path), **TINY_TRAINING)
+    )
     before = model.prompt.rings[1].detach().clone()
     trainer.train()
     finish_run(trainer)

@@ -17,7 +17,7 @@ from kiop_hf.train_job import finish_run
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 
-from .helpers import RGB_MEAN, RGB_STD, TinyCNN
+from .helpers import RGB_MEAN, RGB_STD, TINY_TRAINING, TinyCNN
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "classify_with_prompt.py"
 
@@ -164,16 +164,9 @@ def test_trainer_pushes_the_run_with_a_full_card_and_no_checkpoints(hub, timm_fo
     }
     args = KiOPTrainingArguments(
         output_dir=str(tmp_path / "run"),
-        rounds=2,
-        synthesis_steps=2,
-        kd_steps=2,
-        batch_size=8,
-        memory_bank_size=32,
-        num_negatives=8,
-        head_dim=8,
-        use_cpu=True,
         push_to_hub=True,
         hub_model_id="user/trained-prompt",
+        **(TINY_TRAINING | dict(rounds=2)),
     )
     trainer = KiOPTrainer(model, {"gray": source}, args, eval_sets=eval_sets)
     trainer.train()
@@ -288,18 +281,7 @@ def test_a_hub_dataset_of_unlabelled_images_is_a_transfer_set_and_is_named_in_th
     push_transformers_target("user/letters-classifier")
     target, source = load_classifier("user/letters-classifier"), load_classifier(timm_folder)
     model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
-    args = KiOPTrainingArguments(
-        output_dir=str(tmp_path),
-        rounds=1,
-        synthesis_steps=2,
-        kd_steps=2,
-        batch_size=4,
-        memory_bank_size=16,
-        num_negatives=4,
-        head_dim=8,
-        use_cpu=True,
-        transfer_data="unlabelled",
-    )
+    args = KiOPTrainingArguments(output_dir=str(tmp_path), transfer_data="unlabelled", **TINY_TRAINING)
     trainer = KiOPTrainer(model, {"gray": source}, args, transfer_images="user/unlabelled-gray")
     trainer.train()
     finish_run(trainer)

@@ -10,19 +10,9 @@ from kiop_hf.train_job import finish_run
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
 
-from .helpers import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD, TinyCNN
+from .helpers import GRAY_MEAN, GRAY_STD, RGB_MEAN, RGB_STD, TINY_TRAINING, TinyCNN
 
-TINY = dict(
-    rounds=2,
-    synthesis_steps=2,
-    kd_steps=2,
-    batch_size=4,
-    memory_bank_size=16,
-    num_negatives=4,
-    head_dim=8,
-    use_cpu=True,
-    save_total_limit=None,
-)
+TINY = TINY_TRAINING | dict(rounds=2, save_total_limit=None)
 
 
 def module_classifier(in_channels, num_classes, image_size, mean, std, seed):
