@@ -117,6 +117,7 @@ def measure(bench: Bench, args, row: str, budget: int, seed: int) -> dict:
         "bank_images": result.get("bank_images"),
         **{key: result[key] for key in (*BANK_FIT, "bank_class_shares") if key in result},
         "settings": dict(bench.args.set),
+        "zoo": bench.zoo_digest,
     }
 
 
@@ -130,6 +131,16 @@ def run_key(run: dict) -> tuple:
 
 def stored_runs(path: str | None) -> list[dict]:
     return json.loads(Path(path).read_text())["runs"] if path and Path(path).is_file() else []
+
+
+def check_same_zoo(runs: list[dict], digest: str, path: str) -> None:
+    """Ratios pair rows across runs, so one file holds the runs of one zoo build (``zoo``: its weights' digest)."""
+    builds = {run.get("zoo", "unrecorded") for run in runs} - {digest}
+    if builds:
+        raise SystemExit(
+            f"{path} holds runs of another zoo build (zoo {', '.join(sorted(builds))}; this one is "
+            f"{digest}): the zoo build differs between machines, so measure into another --json file"
+        )
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -216,6 +227,8 @@ def main():
     args = parse_args()
     stored = stored_runs(args.json)
     bench = None if args.report else Bench(bench_args(args, args.rows[0], args.budgets[0]))
+    if bench and args.json:
+        check_same_zoo(stored, bench.zoo_digest, args.json)
     for seed in [] if args.report else args.seeds:  # rows interleaved: a slower machine phase touches every row
         for budget in args.budgets:
             for row in args.rows:

@@ -22,6 +22,7 @@ Runs of the data-free rows vary by several points from seed to seed, so compare 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import tempfile
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub.utils.sha import sha_fileobj
 
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.cli import training_override
@@ -101,6 +103,16 @@ def file_bytes(path: Path) -> int:
     return (path / "model.safetensors").stat().st_size
 
 
+def weights_digest(*folders: Path) -> str:
+    """A short digest of the models' weights: the zoo build is deterministic per machine, not across machines, so
+    figures are only comparable between runs of the same build."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        with open(folder / "model.safetensors", "rb") as weights:
+            digest.update(sha_fileobj(weights))
+    return digest.hexdigest()[:12]
+
+
 class Bench:
     """The zoo models, their real data and the shared budget."""
 
@@ -113,6 +125,7 @@ class Bench:
         self.task = source_spec.dataset
         self.source = load_classifier(root / args.source)
         self.target = load_classifier(root / args.target)
+        self.zoo_digest = weights_digest(root / args.source, root / args.target)
         self.source_data = dataset_path(root, source_spec.dataset)
         self.target_data = dataset_path(root, target_spec.dataset)
         limit = args.eval_limit
@@ -383,7 +396,8 @@ def main():
         rows.append(summarise(measured))
         if args.json:
             Path(args.json).write_text(
-                json.dumps({"setting": vars(args), "rows": rows, "runs": per_seed}, indent=2) + "\n"
+                json.dumps({"setting": vars(args), "zoo": bench.zoo_digest, "rows": rows, "runs": per_seed}, indent=2)
+                + "\n"
             )
     print(f"\n{header}\n{columns}")
     for row in rows:
