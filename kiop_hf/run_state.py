@@ -41,6 +41,7 @@ RUN_DEFINING = (
     "label_mapping_refresh_rounds",
     "synthesizer",
     "data_bank_size",
+    "warmup_rounds",
     "recent_share",
     "source_weights",
     "mixed_precision",

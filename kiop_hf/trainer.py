@@ -5,8 +5,9 @@ mode), whose best batch joins that model's data bank, then ``kd_steps`` steps of
 for each source k, T^2 KL(source_k(x) || map_k(target(rings_0..k(x)))) on x from source k's bank (synthetic,
 real unlabelled transfer images, or both, per ``transfer_data``), plus the
 preservation term T^2 KL(target(x) || target(core(x))) on target-domain images (real in ``B``, synthetic in
-``BF``). Frozen models stay in eval mode and out of ``prepare``. With several processes each rank synthesises
-its own data (seeds differ per rank), the prompt's gradients are averaged, and only the main process writes.
+``BF``). ``warmup_rounds`` synthesis-only rounds may come first. Frozen models stay in eval mode and out of
+``prepare``. With several processes each rank synthesises its own data (seeds differ per rank), the prompt's
+gradients are averaged, and only the main process writes.
 """
 
 from __future__ import annotations
@@ -158,8 +159,8 @@ class KiOPTrainer:
         return losses
 
     def _label_maps_due(self) -> bool:
-        every = self.args.label_mapping_refresh_rounds
-        return self.args.label_mapping == "frequency" and (self.round == 0 or (every > 0 and self.round % every == 0))
+        every, kd_round = self.args.label_mapping_refresh_rounds, self.round - self.args.warmup_rounds
+        return self.args.label_mapping == "frequency" and (kd_round == 0 or (every > 0 and kd_round % every == 0))
 
     @torch.no_grad()
     def update_label_maps(self) -> dict[str, list[int]]:
@@ -242,26 +243,31 @@ class KiOPTrainer:
             )
         if resume_from_checkpoint:  # after the trackers: restoring the random states must come last
             run_state.restore(self, None if resume_from_checkpoint is True else resume_from_checkpoint)
-        total = args.rounds * args.kd_steps
-        progress = tqdm(
-            total=total, initial=self.round * args.kd_steps, disable=not accelerator.is_main_process, desc="KiOP"
+        warmup, last_round = args.warmup_rounds, args.warmup_rounds + args.rounds
+        progress = tqdm(  # warm-up rounds synthesise only, so the bar counts knowledge-storing steps
+            total=args.rounds * args.kd_steps,
+            initial=max(self.round - warmup, 0) * args.kd_steps,
+            disable=not accelerator.is_main_process,
+            desc="KiOP",
         )
-        while self.round < args.rounds:
+        while self.round < last_round:
             logs = self.synthesize()
-            if self._label_maps_due():
-                self.update_label_maps()
-            for step in range(args.kd_steps):
-                step_logs = self.knowledge_storing_step()
-                progress.update(1)
-                global_step = self.round * args.kd_steps + step + 1
-                if global_step % args.logging_steps == 0 or step == args.kd_steps - 1:
-                    progress.set_postfix(loss=f"{step_logs['kd/total']:.4f}")
-                    accelerator.log(step_logs | {"lr": self.scheduler.get_last_lr()[0]}, step=global_step)
-            logs |= step_logs | {"round": self.round + 1}
+            if self.round >= warmup:
+                if self._label_maps_due():
+                    self.update_label_maps()
+                for step in range(args.kd_steps):
+                    step_logs = self.knowledge_storing_step()
+                    progress.update(1)
+                    global_step = (self.round - warmup) * args.kd_steps + step + 1
+                    if global_step % args.logging_steps == 0 or step == args.kd_steps - 1:
+                        progress.set_postfix(loss=f"{step_logs['kd/total']:.4f}")
+                        accelerator.log(step_logs | {"lr": self.scheduler.get_last_lr()[0]}, step=global_step)
+                logs |= step_logs
+            logs["round"] = self.round + 1
             self.history.append(logs)
-            accelerator.log(logs, step=global_step)
+            accelerator.log(logs, step=max(self.round + 1 - warmup, 0) * args.kd_steps)  # in storing steps
             self.round += 1
-            if self.round % args.save_every_rounds == 0 or self.round == args.rounds:
+            if self.round % args.save_every_rounds == 0 or self.round == last_round:
                 self.save_checkpoint()
         progress.close()
         self.results["train_seconds"] = round(time.perf_counter() - start, 1)

@@ -32,6 +32,7 @@ INTEGERS = (
     ("num_negatives", 1, False),
     ("head_dim", 1, False),
     ("data_bank_size", 1, True),
+    ("warmup_rounds", 0, False),
     ("save_every_rounds", 1, False),
     ("save_total_limit", 1, True),
     ("logging_steps", 1, False),
@@ -171,6 +172,13 @@ class KiOPTrainingArguments:
     data_bank_size: int | None = field(
         default=None,
         metadata=field_help("At most this many images per inverted model (None: all; newest replace oldest)."),
+    )
+    warmup_rounds: int = field(
+        default=0,
+        metadata=field_help(
+            "Synthesis-only rounds before the first knowledge-storing step, so that the fast synthesizer's meta "
+            "generator has learned before the prompt reads its images (FastDFKD's warm-up); on top of rounds."
+        ),
     )
     recent_share: float = field(
         default=0.0,
