@@ -43,6 +43,7 @@ RUN_DEFINING = (
     "data_bank_size",
     "warmup_rounds",
     "recent_share",
+    "balanced_draws",
     "source_weights",
     "mixed_precision",
     "synthesis_lr",

@@ -153,7 +153,10 @@ class KiOPTrainer:
         losses = {}
         for name, synthesizer in self.synthesizers.items():
             with self.accelerator.autocast():
-                self.banks[name].add(synthesizer.synthesize(partial(self.prompted, name)))
+                images = synthesizer.synthesize(partial(self.prompted, name))
+                with torch.no_grad():  # the model's own reading of its batch, for class-balanced draws
+                    labels = synthesizer.model(images).argmax(-1) if self.args.balanced_draws else None
+                self.banks[name].add(images, labels)
             losses.update({f"synthesis/{name}/{term}": v for term, v in synthesizer.last_losses.items()})
         prompt.requires_grad_(True)
         return losses
@@ -192,9 +195,11 @@ class KiOPTrainer:
         config.validate()
 
     def _sample(self, bank: DataBank, n: int) -> torch.Tensor:
-        """A knowledge-storing draw: synthetic banks give ``recent_share`` of it from their newest batch."""
-        synthetic = any(bank is self.banks.get(name) for name in self.synthesizers)
-        return bank.sample(n, recent_share=self.args.recent_share if synthetic else 0.0)
+        """A knowledge-storing draw: synthetic banks give ``recent_share`` of it from their newest batch, the rest
+        uniformly or (``balanced_draws``) class-balanced."""
+        if not any(bank is self.banks.get(name) for name in self.synthesizers):
+            return bank.sample(n)
+        return bank.sample(n, recent_share=self.args.recent_share, balanced=self.args.balanced_draws)
 
     def knowledge_storing_step(self) -> dict[str, float]:
         """One SGD step on the prompt over every source's bank and the preservation images."""

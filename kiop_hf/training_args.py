@@ -184,6 +184,13 @@ class KiOPTrainingArguments:
         default=0.0,
         metadata=field_help("Share of each knowledge-storing batch drawn from the newest synthetic batch, in [0, 1]."),
     )
+    balanced_draws: bool = field(
+        default=False,
+        metadata=field_help(
+            "Draw each synthetic bank's images class-balanced by its own model's reading of them (the share from "
+            "the newest batch aside), rather than uniformly: a synthesizer over-produces some classes."
+        ),
+    )
     # Checkpoints, logging, hardware
     save_every_rounds: int = field(default=1, metadata=field_help("Write a checkpoint every this many rounds."))
     save_total_limit: int | None = field(

@@ -171,12 +171,15 @@ def test_b_mode_without_images_and_mismatched_sources_are_refused(transformers_f
         KiOPTrainingArguments(output_dir=str(tmp_path), preservation="C")
 
 
-@pytest.mark.parametrize("synthesizer", [dict(synthesizer="fast"), dict(synthesizer="cmi", reset_generator=False)])
+@pytest.mark.parametrize(
+    "synthesizer", [dict(synthesizer="fast", balanced_draws=True), dict(synthesizer="cmi", reset_generator=False)]
+)
 def test_a_run_resumed_from_a_middle_checkpoint_ends_like_the_straight_run(
     synthesizer, transformers_folder, timm_folder, tmp_path
 ):
     """Everything a synthesizer keeps across rounds (a kept generator, fast's meta weights and BN averages) and a
-    bounded bank's ring buffer and newest batch are in the checkpoint, and loading them draws no random numbers."""
+    bounded bank's ring buffer, newest batch and labels for balanced draws are in the checkpoint, and loading them
+    draws no random numbers."""
     import shutil
 
     run = synthesizer | dict(rounds=4, data_bank_size=12, recent_share=0.5, save_total_limit=None)
