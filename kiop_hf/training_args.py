@@ -176,8 +176,8 @@ class KiOPTrainingArguments:
     warmup_rounds: int = field(
         default=0,
         metadata=field_help(
-            "Synthesis-only rounds before the first knowledge-storing step, so that the fast synthesizer's meta "
-            "generator has learned before the prompt reads its images (FastDFKD's warm-up); on top of rounds."
+            "Rounds of synthesis alone before the first knowledge storing step, so that the fast synthesizer's "
+            "meta generator has learned before the prompt reads its images (as FastDFKD warms up); added to rounds."
         ),
     )
     recent_share: float = field(
@@ -187,8 +187,8 @@ class KiOPTrainingArguments:
     balanced_draws: bool = field(
         default=False,
         metadata=field_help(
-            "Draw each synthetic bank's images class-balanced by its own model's reading of them (the share from "
-            "the newest batch aside), rather than uniformly: a synthesizer over-produces some classes."
+            "Draw each synthetic bank's images balanced over the classes its own model reads in them (the share "
+            "from the newest batch aside), rather than uniformly: a synthesizer over-produces some classes."
         ),
     )
     # Checkpoints, logging, hardware
