@@ -158,7 +158,6 @@ def write_model_card(
         image_grid(images[:32], (sample_labels or {}).get(task)).save(output_dir / samples_picture(task))
         sample_pictures[task] = samples_picture(task)
     curves = {}
-    history = [logs for logs in history or [] if "kd/total" in logs]  # warm-up rounds store no knowledge
     if history:
         keys = [key for key in history[0] if key.startswith("kd/")]
         line_plot({key: [logs[key] for logs in history] for key in keys}, "round", "loss").save(

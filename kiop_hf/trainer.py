@@ -5,9 +5,8 @@ mode), whose best batch joins that model's data bank, then ``kd_steps`` steps of
 for each source k, T^2 KL(source_k(x) || map_k(target(rings_0..k(x)))) on x from source k's bank (synthetic,
 real unlabelled transfer images, or both, per ``transfer_data``), plus the
 preservation term T^2 KL(target(x) || target(core(x))) on target-domain images (real in ``B``, synthetic in
-``BF``). ``warmup_rounds`` synthesis-only rounds may come first. Frozen models stay in eval mode and out of
-``prepare``. With several processes each rank synthesises its own data (seeds differ per rank), the prompt's
-gradients are averaged, and only the main process writes.
+``BF``). Frozen models stay in eval mode and out of ``prepare``. With several processes each rank synthesises
+its own data (seeds differ per rank), the prompt's gradients are averaged, and only the main process writes.
 """
 
 from __future__ import annotations
@@ -153,17 +152,14 @@ class KiOPTrainer:
         losses = {}
         for name, synthesizer in self.synthesizers.items():
             with self.accelerator.autocast():
-                images = synthesizer.synthesize(partial(self.prompted, name))
-                with torch.no_grad():  # the model's own reading of its batch, for class-balanced draws
-                    labels = synthesizer.model(images).argmax(-1) if self.args.balanced_draws else None
-                self.banks[name].add(images, labels)
+                self.banks[name].add(synthesizer.synthesize(partial(self.prompted, name)))
             losses.update({f"synthesis/{name}/{term}": v for term, v in synthesizer.last_losses.items()})
         prompt.requires_grad_(True)
         return losses
 
     def _label_maps_due(self) -> bool:
-        every, kd_round = self.args.label_mapping_refresh_rounds, self.round - self.args.warmup_rounds
-        return self.args.label_mapping == "frequency" and (kd_round == 0 or (every > 0 and kd_round % every == 0))
+        every = self.args.label_mapping_refresh_rounds
+        return self.args.label_mapping == "frequency" and (self.round == 0 or (every > 0 and self.round % every == 0))
 
     @torch.no_grad()
     def update_label_maps(self) -> dict[str, list[int]]:
@@ -195,11 +191,9 @@ class KiOPTrainer:
         config.validate()
 
     def _sample(self, bank: DataBank, n: int) -> torch.Tensor:
-        """A knowledge-storing draw: synthetic banks give ``recent_share`` of it from their newest batch, the rest
-        uniformly or (``balanced_draws``) class-balanced."""
-        if not any(bank is self.banks.get(name) for name in self.synthesizers):
-            return bank.sample(n)
-        return bank.sample(n, recent_share=self.args.recent_share, balanced=self.args.balanced_draws)
+        """A knowledge-storing draw: synthetic banks give ``recent_share`` of it from their newest batch."""
+        synthetic = any(bank is self.banks.get(name) for name in self.synthesizers)
+        return bank.sample(n, recent_share=self.args.recent_share if synthetic else 0.0)
 
     def knowledge_storing_step(self) -> dict[str, float]:
         """One SGD step on the prompt over every source's bank and the preservation images."""
@@ -248,31 +242,26 @@ class KiOPTrainer:
             )
         if resume_from_checkpoint:  # after the trackers: restoring the random states must come last
             run_state.restore(self, None if resume_from_checkpoint is True else resume_from_checkpoint)
-        warmup, last_round = args.warmup_rounds, args.warmup_rounds + args.rounds
-        progress = tqdm(  # warm-up rounds synthesise only, so the bar counts knowledge-storing steps
-            total=args.rounds * args.kd_steps,
-            initial=max(self.round - warmup, 0) * args.kd_steps,
-            disable=not accelerator.is_main_process,
-            desc="KiOP",
+        total = args.rounds * args.kd_steps
+        progress = tqdm(
+            total=total, initial=self.round * args.kd_steps, disable=not accelerator.is_main_process, desc="KiOP"
         )
-        while self.round < last_round:
+        while self.round < args.rounds:
             logs = self.synthesize()
-            if self.round >= warmup:
-                if self._label_maps_due():
-                    self.update_label_maps()
-                for step in range(args.kd_steps):
-                    step_logs = self.knowledge_storing_step()
-                    progress.update(1)
-                    global_step = (self.round - warmup) * args.kd_steps + step + 1
-                    if global_step % args.logging_steps == 0 or step == args.kd_steps - 1:
-                        progress.set_postfix(loss=f"{step_logs['kd/total']:.4f}")
-                        accelerator.log(step_logs | {"lr": self.scheduler.get_last_lr()[0]}, step=global_step)
-                logs |= step_logs
-            logs["round"] = self.round + 1
+            if self._label_maps_due():
+                self.update_label_maps()
+            for step in range(args.kd_steps):
+                step_logs = self.knowledge_storing_step()
+                progress.update(1)
+                global_step = self.round * args.kd_steps + step + 1
+                if global_step % args.logging_steps == 0 or step == args.kd_steps - 1:
+                    progress.set_postfix(loss=f"{step_logs['kd/total']:.4f}")
+                    accelerator.log(step_logs | {"lr": self.scheduler.get_last_lr()[0]}, step=global_step)
+            logs |= step_logs | {"round": self.round + 1}
             self.history.append(logs)
-            accelerator.log(logs, step=max(self.round + 1 - warmup, 0) * args.kd_steps)  # in storing steps
+            accelerator.log(logs, step=global_step)
             self.round += 1
-            if self.round % args.save_every_rounds == 0 or self.round == last_round:
+            if self.round % args.save_every_rounds == 0 or self.round == args.rounds:
                 self.save_checkpoint()
         progress.close()
         self.results["train_seconds"] = round(time.perf_counter() - start, 1)

@@ -32,7 +32,6 @@ INTEGERS = (
     ("num_negatives", 1, False),
     ("head_dim", 1, False),
     ("data_bank_size", 1, True),
-    ("warmup_rounds", 0, False),
     ("save_every_rounds", 1, False),
     ("save_total_limit", 1, True),
     ("logging_steps", 1, False),
@@ -173,23 +172,9 @@ class KiOPTrainingArguments:
         default=None,
         metadata=field_help("At most this many images per inverted model (None: all; newest replace oldest)."),
     )
-    warmup_rounds: int = field(
-        default=0,
-        metadata=field_help(
-            "Rounds of synthesis alone before the first knowledge storing step, so that the fast synthesizer's "
-            "meta generator has learned before the prompt reads its images (as FastDFKD warms up); added to rounds."
-        ),
-    )
     recent_share: float = field(
         default=0.0,
         metadata=field_help("Share of each knowledge-storing batch drawn from the newest synthetic batch, in [0, 1]."),
-    )
-    balanced_draws: bool = field(
-        default=False,
-        metadata=field_help(
-            "Draw each synthetic bank's images balanced over the classes its own model reads in them (the share "
-            "from the newest batch aside), rather than uniformly: a synthesizer over-produces some classes."
-        ),
     )
     # Checkpoints, logging, hardware
     save_every_rounds: int = field(default=1, metadata=field_help("Write a checkpoint every this many rounds."))

@@ -134,34 +134,6 @@ def test_the_bn_prior_with_momentum_blends_the_batch_with_earlier_rounds(gray_so
     assert plain > 0 and not torch.isclose(blended, alone)  # the average of the first batch pulls the second
 
 
-def test_a_labelled_bank_draws_class_balanced_keeps_its_labels_through_a_checkpoint_and_refuses_a_mix():
-    bank = DataBank(max_size=12)
-    bank.add(torch.zeros(9, 1, 2, 2), labels=torch.zeros(9, dtype=torch.long))  # class 0 over-produced
-    bank.add(torch.ones(1, 1, 2, 2), labels=torch.ones(1, dtype=torch.long))
-    torch.manual_seed(0)
-    assert bank.sample(2000).mean().item() == pytest.approx(0.1, abs=0.03)  # uniform: as the bank holds them
-    assert bank.sample(2000, balanced=True).mean().item() == pytest.approx(0.5, abs=0.05)  # one class in two
-    bank.add(torch.full((4, 1, 2, 2), 2.0), labels=torch.full((4,), 2))  # two of the zeros give way
-    draws = bank.sample(3000, balanced=True)[:, 0, 0, 0]
-    assert [round((draws == value).float().mean().item(), 1) for value in (0.0, 1.0, 2.0)] == [0.3, 0.3, 0.3]
-
-    restored = DataBank(max_size=12)
-    restored.load_state_dict(bank.state_dict())
-    torch.manual_seed(1)
-    expected = bank.sample(7, recent_share=0.3, balanced=True)
-    torch.manual_seed(1)
-    assert torch.equal(restored.sample(7, recent_share=0.3, balanced=True), expected)
-
-    with pytest.raises(ValueError, match="labels with every batch or with none"):
-        bank.add(torch.zeros(1, 1, 2, 2))
-    with pytest.raises(ValueError, match="one class per image"):
-        DataBank().add(torch.zeros(3, 1, 2, 2), labels=torch.zeros(2, dtype=torch.long))
-    unlabelled = DataBank()
-    unlabelled.add(torch.zeros(3, 1, 2, 2))
-    with pytest.raises(ValueError, match="balanced draws need a bank whose images were added with labels"):
-        unlabelled.sample(2, balanced=True)
-
-
 def test_a_bounded_bank_is_a_ring_buffer_and_draws_a_share_from_its_newest_batch():
     bank = DataBank(max_size=6)
     bank.add(torch.zeros(4, 1, 2, 2))
