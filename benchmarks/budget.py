@@ -37,6 +37,7 @@ UNIT_UPDATES = 400  # prompt updates of the original embedded default: 10 rounds
 ROW_SCHEDULE = {"fast": "fast", "cmi": "cmi", "real": "cmi"}  # the real row trains like the original default
 # what the real-data prompt takes from the fast row (its schedule, and --set), so that the ratio is like for like
 REAL_ROW_SETTINGS = ("label_mapping",)
+DEFAULT_RINGS = [36, 64]
 
 
 def parse_args():
@@ -52,6 +53,14 @@ def parse_args():
         type=training_override,
         help="any other KiOPTrainingArguments field for the fast row (label_mapping: for the real row too), "
         "e.g. --set recent_share=0.5",
+    )
+    parser.add_argument(
+        "--ring-sizes",
+        type=int,
+        nargs="+",
+        default=DEFAULT_RINGS,
+        help="outer side of each ring, for every row (other sizes name the variant and pair with the real row of "
+        "the same rings)",
     )
     parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
     parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
@@ -75,7 +84,7 @@ def bench_args(args, row: str, budget: int) -> argparse.Namespace:
         source="fashion-mnist-resnet",
         target="letters-resnet10t",
         zoo_root=args.zoo_root,
-        ring_sizes=[36, 64],
+        ring_sizes=args.ring_sizes,
         rounds=rounds,
         synthesis_steps=schedule["synthesis_steps"],
         kd_steps=schedule["kd_steps"],
@@ -100,12 +109,18 @@ def row_settings(args, row: str) -> list[tuple[str, object]]:
     return [(key, value) for key, value in args.set if row == "real" and key in REAL_ROW_SETTINGS]
 
 
+def variant_name(args, row: str) -> str:
+    """The row's settings and, where they are not the default's, its rings (every row takes them)."""
+    rings = [] if args.ring_sizes == DEFAULT_RINGS else [("ring_sizes", ",".join(map(str, args.ring_sizes)))]
+    return " ".join(f"{key}={value}" for key, value in [*rings, *row_settings(args, row)]) or "default"
+
+
 def measure(bench: Bench, args, row: str, budget: int, seed: int) -> dict:
     bench.args, bench.seed = bench_args(args, row, budget), seed
     result = bench.real_data_prompt() if row == "real" else bench.kiop("BF")
     return {
         "row": row,
-        "variant": variant_name(row_settings(args, row)),
+        "variant": variant_name(args, row),
         "budget": budget,
         "seed": seed,
         "prompt_updates": budget * UNIT_UPDATES,
@@ -115,14 +130,11 @@ def measure(bench: Bench, args, row: str, budget: int, seed: int) -> dict:
         "retention_drop_points": result["retention_drop_points"],
         "wall_seconds": result["wall_seconds"],
         "bank_images": result.get("bank_images"),
-        **{key: result[key] for key in (*BANK_FIT, "bank_class_shares") if key in result},
+        "ring_sizes": args.ring_sizes,
+        **{key: result[key] for key in (*BANK_FIT, "bank_class_shares", "train_agreement") if key in result},
         "settings": dict(bench.args.set),
         "zoo": bench.zoo_digest,
     }
-
-
-def variant_name(overrides: list[tuple[str, object]]) -> str:
-    return " ".join(f"{key}={value}" for key, value in overrides) or "default"
 
 
 def run_key(run: dict) -> tuple:
@@ -169,13 +181,13 @@ def summarise(runs: list[dict]) -> list[dict]:
                 "wall_seconds": mean("wall_seconds"),
                 "bank_images": group[0]["bank_images"],
                 "label_mapping": group[0].get("settings", {}).get("label_mapping", "random"),
+                "ring_sizes": group[0].get("ring_sizes", DEFAULT_RINGS),
             }
         )
-    real = {
-        (line["budget"], line["label_mapping"]): line["source_accuracy"] for line in lines if line["row"] == "real"
-    }
+    pairing = lambda line: (line["budget"], line["label_mapping"], tuple(line["ring_sizes"]))  # noqa: E731
+    real = {pairing(line): line["source_accuracy"] for line in lines if line["row"] == "real"}
     for line in lines:
-        bound = real.get((line["budget"], line["label_mapping"]))
+        bound = real.get(pairing(line))
         line["ratio_to_real"] = None if bound is None else line["source_accuracy"] / bound
     return lines
 

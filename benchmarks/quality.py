@@ -217,7 +217,7 @@ class Bench:
         synthetic images it was trained on, which classes the source sees in them, and how sure the source is of
         those images and of its real test images."""
         source_classes = self.source(bank).argmax(-1)
-        agreement = (model(bank, task=self.task).argmax(-1) == source_classes).float().mean().item()
+        agreement = self.source_agreement(model, bank)
         shares = torch.bincount(source_classes, minlength=self.source.num_labels) / len(bank)
         return {
             "bank_agreement": agreement,
@@ -225,6 +225,12 @@ class Bench:
             "source_confidence_bank": self.source_confidence(bank),
             "source_confidence_test": self.source_confidence_test,
         }
+
+    @torch.no_grad()
+    def source_agreement(self, model: KiOPModel, images: torch.Tensor) -> float:
+        """How often the prompted target reads ``images`` as the source does: the fit of a prompt to the images it
+        was trained on (its synthetic bank, or the real row's training images), comparable across rows."""
+        return (model(images, task=self.task).argmax(-1) == self.source(images).argmax(-1)).float().mean().item()
 
     @torch.no_grad()
     def source_confidence(self, images: torch.Tensor) -> float:
@@ -273,7 +279,8 @@ class Bench:
             loss.backward()
             optimizer.step()
             schedule.step()
-        return self.prompt_row("real-data prompt (upper bound)", model, time.perf_counter() - start)
+        row = self.prompt_row("real-data prompt (upper bound)", model, time.perf_counter() - start)
+        return row | {"train_agreement": self.source_agreement(model, to_unit_range(images[:2000]))}
 
     @torch.no_grad()
     def real_label_maps(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, list[int]]:
