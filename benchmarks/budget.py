@@ -11,11 +11,13 @@ Columns: source accuracy (mean and sd over seeds), BF / real ratio at the same b
 retention drop, wall time, images in the source's data bank. Runs are added to the ``--json`` file (a run of the
 same row, variant, budget and seed replaces the old one), so the slow CMI row can be measured on fewer seeds in a
 second call; the table and the plot (source accuracy against wall time) cover every run in the file. ``--set``
-makes a variant of the fast row (its settings name it in the table and the plot), so ablations share the file.
+makes a variant of the fast row (its settings name it in the table and the plot), so ablations share the file;
+``--ring-sizes`` one of every row (each ratio pairs with the real row of the same rings).
 
     python benchmarks/budget.py --json budget.json --plot budget.png
     python benchmarks/budget.py --rows cmi --budgets 4 8 --seeds 0 --json budget.json --plot budget.png
     python benchmarks/budget.py --rows fast --budgets 1 2 --set recent_share=0 --json budget.json
+    python benchmarks/budget.py --rows fast real --budgets 2 --ring-sizes 36 96 --json budget.json
     python benchmarks/budget.py --report --json budget.json --plot budget.png
 """
 
