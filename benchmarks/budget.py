@@ -217,22 +217,26 @@ def plot(lines: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    figure, axes = plt.subplots(figsize=(10, 4.5), dpi=120)
     labels = {"fast": "KiOP-BF, fast synthesis", "cmi": "KiOP-BF, CMI", "real": "real labelled data"}
-    for row, variant in dict.fromkeys((line["row"], line["variant"]) for line in lines):
+    markers = {"fast": "o", "cmi": "s", "real": "^"}
+    series = list(dict.fromkeys((line["row"], line["variant"]) for line in lines))
+    colours = plt.get_cmap("tab20").colors  # one colour per line, for files with many variants
+    for index, (row, variant) in enumerate(series):
         points = [line for line in lines if (line["row"], line["variant"]) == (row, variant)]
         x = [p["wall_seconds"] / 60 for p in points]
         y = [100 * p["source_accuracy"] for p in points]
         sd = [100 * (p["source_accuracy_sd"] or 0) for p in points]
         label = labels[row] + ("" if variant == "default" else f", {variant}")
-        axes.errorbar(x, y, yerr=sd, marker="o", capsize=3, label=label)
+        colour = colours[index % len(colours)]
+        axes.errorbar(x, y, yerr=sd, marker=markers[row], color=colour, capsize=3, label=label)
         for p, xi, yi in zip(points, x, y):
             axes.annotate(f"{p['budget']}x", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=8)
     axes.set_xlabel("wall time per run, minutes (2 CPU cores)")
     axes.set_ylabel("fashion-mnist accuracy of the prompted target, %")
     axes.set_title("Source accuracy against training time (mean ± sd over seeds)")
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="lower right", fontsize=7)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)  # beside the axes, off the points
     figure.tight_layout()
     figure.savefig(path)
 
