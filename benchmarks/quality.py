@@ -217,7 +217,7 @@ class Bench:
         synthetic images it was trained on, which classes the source sees in them, and how sure the source is of
         those images and of its real test images."""
         source_classes = self.source(bank).argmax(-1)
-        agreement = self.source_agreement(model, bank)
+        agreement = self.source_agreement(model, bank, source_classes)
         shares = torch.bincount(source_classes, minlength=self.source.num_labels) / len(bank)
         return {
             "bank_agreement": agreement,
@@ -227,10 +227,13 @@ class Bench:
         }
 
     @torch.no_grad()
-    def source_agreement(self, model: KiOPModel, images: torch.Tensor) -> float:
-        """How often the prompted target reads ``images`` as the source does: the fit of a prompt to the images it
-        was trained on (its synthetic bank, or the real row's training images), comparable across rows."""
-        return (model(images, task=self.task).argmax(-1) == self.source(images).argmax(-1)).float().mean().item()
+    def source_agreement(self, model: KiOPModel, images: torch.Tensor, source_classes: torch.Tensor | None = None):
+        """How often the prompted target reads ``images`` as the source does (``source_classes``, where the caller
+        has them already): the fit of a prompt to the images it was trained on (its synthetic bank, or the real
+        row's training images), comparable across rows."""
+        if source_classes is None:
+            source_classes = self.source(images).argmax(-1)
+        return (model(images, task=self.task).argmax(-1) == source_classes).float().mean().item()
 
     @torch.no_grad()
     def source_confidence(self, images: torch.Tensor) -> float:
