@@ -106,9 +106,9 @@ def bench_args(args, row: str, budget: int) -> argparse.Namespace:
 def row_settings(args, row: str) -> list[tuple[str, object]]:
     """The ``--set`` fields a row takes (they name its variant): all for the fast row, the label mapping for the
     real row, none for CMI (the earlier default, with the paper's random label map)."""
-    if row == "fast":
-        return args.set
-    return [(key, value) for key, value in args.set if row == "real" and key in REAL_ROW_SETTINGS]
+    schedule = SCHEDULES[ROW_SCHEDULE[row]]
+    taken = args.set if row == "fast" else [(k, v) for k, v in args.set if row == "real" and k in REAL_ROW_SETTINGS]
+    return [(key, value) for key, value in taken if schedule.get(key) != value]  # a default's value names nothing
 
 
 def variant_name(args, row: str) -> str:
