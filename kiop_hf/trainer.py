@@ -11,8 +11,6 @@ its own data (seeds differ per rank), the prompt's gradients are averaged, and o
 
 from __future__ import annotations
 
-import math
-
 import json
 import os
 import time
@@ -153,8 +151,6 @@ class KiOPTrainer:
         prompt = self.model.prompt.requires_grad_(False)
         losses = {}
         for name, synthesizer in self.synthesizers.items():
-            if self.args.adv_weight_schedule == "cosine":
-                synthesizer.weights["adv"] = self.args.adv_weight * 0.5 * (1 + math.cos(math.pi * self.round / self.args.rounds))
             with self.accelerator.autocast():
                 self.banks[name].add(synthesizer.synthesize(partial(self.prompted, name)))
             losses.update({f"synthesis/{name}/{term}": v for term, v in synthesizer.last_losses.items()})

@@ -149,10 +149,6 @@ class KiOPTrainingArguments:
     bn_weight: float = field(default=1.0, metadata=field_help("Weight of the BatchNorm-statistics prior."))
     oh_weight: float = field(default=1.0, metadata=field_help("Weight of the class (one-hot cross-entropy) term."))
     adv_weight: float = field(default=0.5, metadata=field_help("Weight of the adversarial term against the prompt."))
-    adv_weight_schedule: Literal["constant", "cosine"] = field(
-        default="constant",
-        metadata=field_help('"constant", or "cosine": the adversarial weight falls from adv_weight to zero over the rounds.'),
-    )
     cr_weight: float | None = field(
         default=None,
         metadata=field_help("Weight of the contrastive term (None: the method's, 0.8 for cmi, 0 for fast)."),
