@@ -237,8 +237,7 @@ def plot(lines: list[dict], path: str) -> None:
     axes.set_title("Source accuracy against training time (mean ± sd over seeds)")
     axes.grid(True, alpha=0.3)
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)  # beside the axes, off the points
-    figure.tight_layout()
-    figure.savefig(path)
+    figure.savefig(path, bbox_inches="tight")  # the title and the legend beside the axes inside the image
 
 
 def main():
