@@ -46,6 +46,7 @@ RUN_DEFINING = (
     "mixed_precision",
     "synthesis_lr",
     "bn_weight",
+    "first_bn_multiplier",
     "oh_weight",
     "adv_weight",
     "cr_weight",
