@@ -46,7 +46,6 @@ RUN_DEFINING = (
     "mixed_precision",
     "synthesis_lr",
     "bn_weight",
-    "first_bn_multiplier",
     "oh_weight",
     "adv_weight",
     "cr_weight",

@@ -46,7 +46,6 @@ NUMBERS = (
     ("preservation_weight", False, False),
     ("synthesis_lr", True, True),
     ("bn_weight", False, False),
-    ("first_bn_multiplier", False, False),
     ("oh_weight", False, False),
     ("adv_weight", False, False),
     ("cr_weight", False, True),
@@ -148,10 +147,6 @@ class KiOPTrainingArguments:
         ),
     )
     bn_weight: float = field(default=1.0, metadata=field_help("Weight of the BatchNorm-statistics prior."))
-    first_bn_multiplier: float = field(
-        default=1.0,
-        metadata=field_help("Extra weight of the first BatchNorm layer in that prior (DeepInversion: 10)."),
-    )
     oh_weight: float = field(default=1.0, metadata=field_help("Weight of the class (one-hot cross-entropy) term."))
     adv_weight: float = field(default=0.5, metadata=field_help("Weight of the adversarial term against the prompt."))
     cr_weight: float | None = field(

@@ -134,29 +134,6 @@ def test_the_bn_prior_with_momentum_blends_the_batch_with_earlier_rounds(gray_so
     assert plain > 0 and not torch.isclose(blended, alone)  # the average of the first batch pulls the second
 
 
-def test_the_first_bn_multiplier_scales_only_the_first_batchnorm_layers_term(gray_source):
-    from kiop_hf.synthesis.priors import NormLayerInputs
-
-    images = torch.rand(8, 1, 32, 32)
-    plain, weighted = NormLayerInputs(gray_source.model), NormLayerInputs(gray_source.model, first_layer_weight=10.0)
-    first_layer, seen = plain.layers[0], []
-    handle = first_layer.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
-    with torch.no_grad():
-        with plain:
-            gray_source(images)
-            plain_loss = plain.loss()
-        with weighted:
-            gray_source(images)
-            weighted_loss = weighted.loss()
-    handle.remove()
-    x = seen[0]
-    mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
-    first_term = torch.norm(mean - first_layer.running_mean) + torch.norm(var - first_layer.running_var)
-    assert torch.allclose(weighted_loss - plain_loss, 9 * first_term, rtol=1e-4)
-    synthesizer = make_synthesizer("fast", gray_source, first_bn_multiplier=10.0, **SMALL)
-    assert synthesizer.statistics.first_layer_weight == 10.0
-
-
 def test_a_bounded_bank_is_a_ring_buffer_and_draws_a_share_from_its_newest_batch():
     bank = DataBank(max_size=6)
     bank.add(torch.zeros(4, 1, 2, 2))

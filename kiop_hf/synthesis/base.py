@@ -28,8 +28,7 @@ class Synthesizer(ABC):
     """Model inversion of one frozen classifier, one round at a time.
 
     Each step draws images from the round's parametrisation and minimises, on an augmented view normalised with
-    the inverted model's own statistics: ``bn_weight`` x the BatchNorm-statistics prior (its first layer's term
-    ``first_bn_multiplier`` x more), ``oh_weight`` x the
+    the inverted model's own statistics: ``bn_weight`` x the BatchNorm-statistics prior, ``oh_weight`` x the
     cross-entropy against the round's labels, ``adv_weight`` x the adversarial term against ``student`` (the
     prompted target reading the same classes), plus the method's own terms. The lowest-loss batch is returned, and
     ``last_losses`` holds that batch's terms and total.
@@ -45,7 +44,6 @@ class Synthesizer(ABC):
         synthesis_steps: int = 200,
         synthesis_lr: float = 0.01,
         bn_weight: float = 1.0,
-        first_bn_multiplier: float = 1.0,
         oh_weight: float = 1.0,
         adv_weight: float = 0.5,
     ):
@@ -54,7 +52,7 @@ class Synthesizer(ABC):
         self.synthesis_steps = synthesis_steps
         self.synthesis_lr = synthesis_lr
         self.weights = {"bn": bn_weight, "oh": oh_weight, "adv": adv_weight}
-        self.statistics = NormLayerInputs(model, first_layer_weight=first_bn_multiplier)
+        self.statistics = NormLayerInputs(model)
         self.last_losses: dict[str, float] = {}
 
     @property

@@ -19,15 +19,11 @@ class NormLayerInputs:
     momentum average over earlier rounds' batches (FastDFKD's feature-statistics regulariser): a few adaptation
     steps on one small batch then cannot over-fit that batch's statistics. ``commit()`` folds the latest batch's
     statistics into the average, once per round.
-
-    ``first_layer_weight`` scales the first BatchNorm layer's term: its statistics are those of edges and
-    intensities, which the later layers' terms leave loose (DeepInversion weighs it 10x for sharper images).
     """
 
-    def __init__(self, model: nn.Module, momentum: float = 0.0, first_layer_weight: float = 1.0):
+    def __init__(self, model: nn.Module, momentum: float = 0.0):
         self.model = model
         self.momentum = momentum
-        self.first_layer_weight = first_layer_weight
         self.averages: list[tuple[torch.Tensor, torch.Tensor]] = []  # per BatchNorm layer, once committed
         self._latest: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.layers = [
@@ -75,9 +71,7 @@ class NormLayerInputs:
                 average_mean, average_var = self.averages[len(latest) - 1]
                 mean = (1 - self.momentum) * mean + self.momentum * average_mean
                 var = (1 - self.momentum) * var + self.momentum * average_var
-            weight = self.first_layer_weight if len(latest) == 1 else 1.0
-            distance = torch.norm(mean - layer.running_mean, 2) + torch.norm(var - layer.running_var, 2)
-            total = total + weight * distance
+            total = total + torch.norm(mean - layer.running_mean, 2) + torch.norm(var - layer.running_var, 2)
         self._latest = latest
         return total
 
