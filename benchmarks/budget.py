@@ -186,6 +186,15 @@ def summarise(runs: list[dict]) -> list[dict]:
                 "ring_sizes": group[0].get("ring_sizes", DEFAULT_RINGS),
             }
         )
+    for line in lines:  # a variant against the default on the seeds both ran: the seed's own spread cancels
+        default = {r["seed"]: r["source_accuracy"] for r in groups.get(("fast", "default", line["budget"]), [])}
+        own = {r["seed"]: r["source_accuracy"] for r in groups[(line["row"], line["variant"], line["budget"])]}
+        shared = sorted(set(own) & set(default))
+        paired = line["row"] == "fast" and line["variant"] != "default" and shared
+        line["paired_seeds"] = shared if paired else []
+        line["minus_default_same_seeds"] = (
+            statistics.fmean(own[seed] - default[seed] for seed in shared) if paired else None
+        )
     pairing = lambda line: (line["budget"], line["label_mapping"], tuple(line["ring_sizes"]))  # noqa: E731
     real = {pairing(line): line["source_accuracy"] for line in lines if line["row"] == "real"}
     for line in lines:
@@ -198,16 +207,19 @@ def print_table(lines: list[dict]) -> None:
     width = max((len(line["variant"]) for line in lines), default=7) + 2
     print(
         f"\n{'row':<6}{'variant':<{width}}{'budget':>7}{'updates':>9}{'rounds':>8}{'seeds':>9}{'source acc':>12}"
-        f"{'sd':>7}{'/ real':>8}{'target':>9}{'drop':>7}{'wall s':>8}{'bank':>7}"
+        f"{'sd':>7}{'/ real':>8}{'target':>9}{'drop':>7}{'wall s':>8}{'bank':>7}{'- default':>11}"
     )
     for line in lines:
         sd = "-" if line["source_accuracy_sd"] is None else f"{100 * line['source_accuracy_sd']:.2f}"
         ratio = "-" if line["ratio_to_real"] is None else f"{line['ratio_to_real']:.2f}"
         bank = "-" if line["bank_images"] is None else f"{line['bank_images']:,}"
+        delta = line.get("minus_default_same_seeds")
+        delta = "-" if delta is None else f"{100 * delta:+.2f} ({len(line['paired_seeds'])})"
         print(
             f"{line['row']:<6}{line['variant']:<{width}}{line['budget']:>6}x{line['prompt_updates']:>9,}{line['rounds']:>8}"
             f"{','.join(map(str, line['seeds'])):>9}{line['source_accuracy']:>12.2%}{sd:>7}{ratio:>8}"
             f"{line['target_accuracy']:>9.2%}{line['retention_drop_points']:>7.2f}{line['wall_seconds']:>8.0f}{bank:>7}"
+            f"{delta:>11}"
         )
 
 
