@@ -8,11 +8,13 @@ times the 400 prompt updates of the original embedded default (10 rounds x 40 kn
   the rounds;
 - ``real``: the same prompt and optimiser trained on the source's real labelled images (the data-rich bound).
 Columns: source accuracy (mean and sd over seeds), BF / real ratio at the same budget, target accuracy and its
-retention drop, wall time, images in the source's data bank. Runs are added to the ``--json`` file (a run of the
-same row, variant, budget and seed replaces the old one), so the slow CMI row can be measured on fewer seeds in a
-second call; the table and the plot (source accuracy against wall time) cover every run in the file. ``--set``
-makes a variant of the fast row (its settings name it in the table and the plot), so ablations share the file;
-``--ring-sizes`` one of every row (each ratio pairs with the real row of the same rings).
+retention drop, wall time, images in the source's data bank, and for a variant of the fast row its mean minus the
+default's on the seeds both ran (the seed moves a run by several points; the pairing cancels that part). Runs are
+added to the ``--json`` file (a run of the same row, variant, budget and seed replaces the old one), so the slow
+CMI row can be measured on fewer seeds in a second call; the table and the plot (source accuracy against wall
+time) cover every run in the file. ``--set`` makes a variant of the fast row (its settings name it in the table
+and the plot), so ablations share the file; ``--ring-sizes`` one of every row (each ratio pairs with the real row
+of the same rings).
 
     python benchmarks/budget.py --json budget.json --plot budget.png
     python benchmarks/budget.py --rows cmi --budgets 4 8 --seeds 0 --json budget.json --plot budget.png
