@@ -7,8 +7,9 @@ data-rich upper bound of visual reprogramming);
 and classic data-free distillation of the source into a fresh small student (a whole network stored).
 Columns: source accuracy on its real test set, target retention (own-task accuracy with the core ring, and its
 drop against the unprompted target), trainable parameters, bytes stored, wall time. Rows trained on synthetic
-images also print how well the prompt fits its own synthetic bank (agreement with the source there) and how sure
-the source is of those images, the two figures that say why data-free transfer falls short of real data.
+images also print how well the prompt fits its own synthetic bank (agreement with the source there), how sure
+the source is of those images, and how alike the bare target reads them and real images of the same classes: the
+figures that say why data-free transfer falls short of real data.
 
     python benchmarks/quality.py                 # the default budget (10 rounds of 30 + 40 steps per row)
     python benchmarks/quality.py --rounds 4 --json results.json
@@ -226,8 +227,8 @@ class Bench:
     @torch.no_grad()
     def bank_fit(self, model: KiOPModel, bank: torch.Tensor) -> dict:
         """Why synthetic transfer falls short: how often the trained prompt agrees with the source on the very
-        synthetic images it was trained on, which classes the source sees in them, and how sure the source is of
-        those images and of its real test images."""
+        synthetic images it was trained on, which classes the source sees in them, how sure the source is of those
+        images and of its real test images, and how alike the target reads them and real ones."""
         source_classes = self.source(bank).argmax(-1)
         agreement = self.source_agreement(model, bank, source_classes)
         shares = torch.bincount(source_classes, minlength=self.source.num_labels) / len(bank)
@@ -389,7 +390,8 @@ def format_bank_fit(r: dict) -> str:
     return (
         f"  fit to its synthetic bank: the prompt agrees with the source on {r['bank_agreement']:.2%} of it; the "
         f"source's mean top-1 probability is {r['source_confidence_bank']:.3f} there, "
-        f"{r['source_confidence_test']:.3f} on real test images"
+        f"{r['source_confidence_test']:.3f} on real test images; the bare target reads it like real images of the "
+        f"same classes to an overlap of {r['target_reading_overlap']:.3f}"
     )
 
 
