@@ -68,9 +68,11 @@ def screen(bench: Bench, args, seed: int) -> dict:
 
 def main():
     args = parse_args()
-    budget_view = argparse.Namespace(set=args.set, ring_sizes=[36, 64], eval_limit=args.eval_limit)
-    budget_view.zoo_root, budget_view.seeds = args.zoo_root, args.seeds
-    bench = Bench(bench_args(budget_view, "fast", 1))
+    # the embedded default's settings and models, as budget.py's fast row at 1x
+    as_budget_run = argparse.Namespace(
+        set=args.set, ring_sizes=[36, 64], eval_limit=args.eval_limit, zoo_root=args.zoo_root, seeds=args.seeds
+    )
+    bench = Bench(bench_args(as_budget_run, "fast", 1))
     bench.args.rounds = args.rounds
     runs = []
     for seed in args.seeds:
