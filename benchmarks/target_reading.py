@@ -19,6 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
 from budget import bench_args
 from quality import Bench
 
@@ -55,11 +56,12 @@ def screen(bench: Bench, args, seed: int) -> dict:
         trainer.synthesize()
     seconds = time.perf_counter() - start
     images = trainer.banks[bench.task].images[-args.last * training.batch_size :]
-    fit = bench.bank_fit(trainer.model, images)
+    with torch.no_grad():
+        source_classes = bench.source(images).argmax(-1)
     return {
         "seed": seed,
-        "target_reading_overlap": fit["target_reading_overlap"],
-        "source_confidence_bank": fit["source_confidence_bank"],
+        "target_reading_overlap": bench.target_reading_overlap(images, source_classes),
+        "source_confidence_bank": bench.source_confidence(images),
         "synthesis_seconds": round(seconds, 1),
         "settings": dict(args.set),
         "zoo": bench.zoo_digest,
