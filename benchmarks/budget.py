@@ -26,8 +26,11 @@ of the same rings).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from quality import BANK_FIT, Bench
@@ -149,6 +152,21 @@ def stored_runs(path: str | None) -> list[dict]:
     return json.loads(Path(path).read_text())["runs"] if path and Path(path).is_file() else []
 
 
+def add_run(path: str, run: dict, key: Callable[[dict], tuple], summary_of: Callable[[list[dict]], list]) -> None:
+    """Adds the run to a results file, in place of an earlier run with the same key. Several calls share a file, so
+    each reads it again and writes it under a lock on its folder; it holds hours of runs, so it is written to a
+    temporary name and renamed into place."""
+    folder = os.open(Path(path).resolve().parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        runs = [stored for stored in stored_runs(path) if key(stored) != key(run)] + [run]
+        staging = Path(f"{path}.tmp")
+        staging.write_text(json.dumps({"runs": runs, "summary": summary_of(runs)}, indent=2) + "\n")
+        staging.replace(path)
+    finally:
+        os.close(folder)  # releases the lock
+
+
 def check_same_zoo(runs: list[dict], digest: str, path: str) -> None:
     """Ratios pair rows across runs, so one file holds the runs of one zoo build (``zoo``: its weights' digest)."""
     builds = {run.get("zoo", "unrecorded") for run in runs} - {digest}
@@ -256,23 +274,19 @@ def plot(lines: list[dict], path: str) -> None:
 
 def main():
     args = parse_args()
-    stored = stored_runs(args.json)
     bench = None if args.report else Bench(bench_args(args, args.rows[0], args.budgets[0]))
     if bench and args.json:
-        check_same_zoo(stored, bench.zoo_digest, args.json)
+        check_same_zoo(stored_runs(args.json), bench.zoo_digest, args.json)
+    measured = []
     for seed in [] if args.report else args.seeds:  # rows interleaved: a slower machine phase touches every row
         for budget in args.budgets:
             for row in args.rows:
                 run = measure(bench, args, row, budget, seed)
                 print(f"[run] {json.dumps(run)}", flush=True)
-                # read again before writing, so that several runs of this script can share one file
-                stored = [r for r in stored_runs(args.json) if (*run_key(r), r["seed"]) != (*run_key(run), seed)]
-                stored.append(run)
-                if args.json:  # hours of runs: written to a temporary name and renamed into place
-                    staging = Path(f"{args.json}.tmp")
-                    staging.write_text(json.dumps({"runs": stored, "summary": summarise(stored)}, indent=2) + "\n")
-                    staging.replace(args.json)
-    lines = summarise(stored_runs(args.json) if args.json else stored)  # with the runs of parallel calls
+                measured.append(run)
+                if args.json:
+                    add_run(args.json, run, key=lambda r: (*run_key(r), r["seed"]), summary_of=summarise)
+    lines = summarise(stored_runs(args.json) if args.json else measured)  # with the runs of parallel calls
     print_table(lines)
     if args.plot:
         plot(lines, args.plot)

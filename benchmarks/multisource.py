@@ -2,10 +2,13 @@
 
 Each source first gets its own single-source prompt; then the first two, then all three, share one prompt
 (each further source adds an outer ring). Per source: accuracy on its real test set beside its single-source
-result; per run: the target's retention, prompt size and wall time; the three-source run is repeated with the
-data-free frequency-based label mapping against the paper's fixed random map. Every run has the same schedule.
+result on the same seed; per run: the target's retention, prompt size and wall time; the three-source run is
+repeated with the data-free frequency-based label mapping against the paper's fixed random map. Every run has the
+same schedule. Over several seeds the table gives each source's mean and spread (data-free runs vary by several
+points with the seed).
 
-    python benchmarks/multisource.py --json multisource.json
+    python benchmarks/multisource.py --seeds 0 1 2 --json results.json
+    python benchmarks/multisource.py --report --json results.json
     python benchmarks/multisource.py --rounds 2 --synthesis-steps 5 --kd-steps 10   # a quick look
     python benchmarks/multisource.py --schedule cmi --rounds 6 --synthesis-steps 20  # the README's earlier table
 """
@@ -14,8 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 from pathlib import Path
+
+from budget import add_run, check_same_zoo, stored_runs
+from quality import weights_digest
 
 from kiop_hf.configuration_kiop import TARGET_TASK
 from kiop_hf.train_job import SCHEDULES, KiOPScriptArguments, run_kiop
@@ -26,6 +33,14 @@ SOURCES = ("fashion-mnist-resnet", "mnist-resnet", "digits-efficientnet")  # tim
 TARGET = "letters-resnet10t"
 # Canvas sizes the zoo target was trained to read (32, 36, 40, 48, 64): each further source adds an outer ring.
 RING_SIZES = {1: [36, 64], 2: [36, 48, 64], 3: [36, 40, 48, 64]}
+SPECS = {spec.name: spec for spec in REFERENCE_ZOO}
+TASK_OF = {name: SPECS[name].dataset for name in SOURCES}
+RUNS = (
+    *(f"single {TASK_OF[name]}" for name in SOURCES),
+    "two sources",
+    "three sources",
+    "three sources, frequency map",
+)
 
 
 def parse_args():
@@ -41,87 +56,153 @@ def parse_args():
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
     parser.add_argument("--preservation", default="BF", choices=["BF", "B"])
     parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write the results as JSON to this file")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--json", help="add the runs to this JSON file (created if missing)")
+    parser.add_argument("--report", action="store_true", help="only print the table of the --json file")
     args = parser.parse_args()
+    if args.report and not args.json:
+        parser.error("--report prints the table of a --json file: name it")
     for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size"):
         if getattr(args, name) is None:
             setattr(args, name, SCHEDULES[args.schedule][name])
     return args
 
 
-def main():
-    args = parse_args()
-    root = Path(args.zoo_root)
-    specs = {spec.name: spec for spec in REFERENCE_ZOO}
-    build_zoo(root, [specs[name] for name in (*SOURCES, TARGET)])
-    task_of = {name: specs[name].dataset for name in SOURCES}
-    workdir = Path(tempfile.mkdtemp(prefix="kiop-multisource-"))
+def setting(args) -> dict:
+    """The training settings every run of one results file shares (the schedule's, resolved), so that its seeds
+    can be pooled."""
+    budget = {name: getattr(args, name) for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size")}
+    return SCHEDULES[args.schedule] | budget | {"preservation": args.preservation, "eval_limit": args.eval_limit}
 
-    def run(label: str, sources: tuple[str, ...], label_mapping: str = "random") -> dict:
-        budget = dict(
-            rounds=args.rounds,
-            synthesis_steps=args.synthesis_steps,
-            kd_steps=args.kd_steps,
-            batch_size=args.batch_size,
-        )
-        training = KiOPTrainingArguments(
-            **SCHEDULES[args.schedule] | budget,
-            output_dir=str(workdir / label),
-            preservation=args.preservation,
-            seed=args.seed,
-            label_mapping=label_mapping,
-            save_every_rounds=args.rounds,
-            eval_limit=args.eval_limit,
-            use_cpu=True,
-        )
-        target_data = str(dataset_path(root, specs[TARGET].dataset))
-        script = KiOPScriptArguments(
-            target=str(root / TARGET),
-            source={task_of[name]: str(root / name) for name in sources},
-            ring_sizes=RING_SIZES[len(sources)],
-            preservation_images=target_data if args.preservation == "B" else None,
-            eval={task_of[name]: str(dataset_path(root, specs[name].dataset)) for name in sources}
-            | {TARGET_TASK: target_data},
-        )
-        results = run_kiop(script, training, log=lambda line: None)
-        row = {
-            "run": label,
-            "label_mapping": label_mapping,
-            "ring_sizes": [32, *RING_SIZES[len(sources)]],
-            "source_accuracy": {task_of[name]: results[task_of[name]] for name in sources},
-            "target_accuracy": results[TARGET_TASK],
-            "retention_drop_points": results["target/retention_drop"],
-            "prompt_bytes": (workdir / label / "model.safetensors").stat().st_size,
-            "wall_seconds": results["train_seconds"],
-        }
-        print(f"[run] {json.dumps(row)}", flush=True)
-        return row
 
-    rows = [run(f"single {task_of[name]}", (name,)) for name in SOURCES]
-    single = {task: acc for row in rows for task, acc in row["source_accuracy"].items()}
-    rows.append(run("two sources", SOURCES[:2]))
-    rows.append(run("three sources", SOURCES))
-    rows.append(run("three sources, frequency map", SOURCES, label_mapping="frequency"))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"setting": vars(args), "rows": rows}, indent=2) + "\n")
+def measure_seed(args, root: Path, seed: int, zoo: str) -> list[dict]:
+    """The five runs of one seed: each source alone, the first two together, all three (random and frequency map)."""
+    with tempfile.TemporaryDirectory(prefix="kiop-multisource-") as workdir:
 
-    print(
-        f"\n{len(SOURCES)} zoo sources -> {TARGET}, preservation {args.preservation}, {args.rounds} rounds x "
-        f"({args.synthesis_steps} synthesis + {args.kd_steps} KD steps), batch {args.batch_size}"
+        def run(label: str, sources: tuple[str, ...], label_mapping: str = "random") -> dict:
+            return measure_run(args, root, Path(workdir) / label, label, sources, label_mapping, seed, zoo)
+
+        rows = [run(label, (name,)) for label, name in zip(RUNS, SOURCES)]
+        rows.append(run("two sources", SOURCES[:2]))
+        rows.append(run("three sources", SOURCES))
+        rows.append(run("three sources, frequency map", SOURCES, label_mapping="frequency"))
+    return rows
+
+
+def measure_run(args, root: Path, output_dir: Path, label, sources, label_mapping, seed: int, zoo: str) -> dict:
+    """One prompt for the sources through the main job; its figures go to the --json file as soon as measured."""
+    training = KiOPTrainingArguments(
+        **setting(args),
+        output_dir=str(output_dir),
+        seed=seed,
+        label_mapping=label_mapping,
+        save_every_rounds=args.rounds,
+        use_cpu=True,
     )
+    target_data = str(dataset_path(root, SPECS[TARGET].dataset))
+    script = KiOPScriptArguments(
+        target=str(root / TARGET),
+        source={TASK_OF[name]: str(root / name) for name in sources},
+        ring_sizes=RING_SIZES[len(sources)],
+        preservation_images=target_data if args.preservation == "B" else None,
+        eval={TASK_OF[name]: str(dataset_path(root, SPECS[name].dataset)) for name in sources}
+        | {TARGET_TASK: target_data},
+    )
+    results = run_kiop(script, training, log=lambda line: None)
+    row = {
+        "run": label,
+        "seed": seed,
+        "label_mapping": label_mapping,
+        "ring_sizes": [32, *RING_SIZES[len(sources)]],
+        "source_accuracy": {TASK_OF[name]: results[TASK_OF[name]] for name in sources},
+        "target_accuracy": results[TARGET_TASK],
+        "retention_drop_points": results["target/retention_drop"],
+        "prompt_bytes": (output_dir / "model.safetensors").stat().st_size,
+        "wall_seconds": results["train_seconds"],
+        "setting": setting(args),
+        "zoo": zoo,
+    }
+    print(f"[run] {json.dumps(row)}", flush=True)
+    if args.json:
+        add_run(args.json, row, key=lambda r: (r["run"], r["seed"]), summary_of=summarise)
+    return row
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """One line per run and source: its accuracy over seeds (mean, spread, each seed) and its mean difference
+    from the source's single-source prompt on the same seeds, which cancels the part of the spread the seed brings."""
+    single = {
+        (task, r["seed"]): acc for r in runs if r["run"] in RUNS[:3] for task, acc in r["source_accuracy"].items()
+    }
+    groups: dict[str, list[dict]] = {}
+    for run in sorted(runs, key=lambda r: (RUNS.index(r["run"]), r["seed"])):
+        groups.setdefault(run["run"], []).append(run)
+    lines = []
+    for label, group in groups.items():
+        for task in group[0]["source_accuracy"]:
+            accuracy = {r["seed"]: r["source_accuracy"][task] for r in group}
+            paired = [] if label in RUNS[:3] else [seed for seed in accuracy if (task, seed) in single]
+            lines.append(
+                {
+                    "run": label,
+                    "label_mapping": group[0]["label_mapping"],
+                    "task": task,
+                    "seeds": list(accuracy),
+                    "source_accuracy": statistics.fmean(accuracy.values()),
+                    "source_accuracy_sd": statistics.stdev(accuracy.values()) if len(accuracy) > 1 else None,
+                    "per_seed": list(accuracy.values()),
+                    "paired_seeds": paired,
+                    "minus_single_same_seeds": (
+                        statistics.fmean(accuracy[s] - single[task, s] for s in paired) if paired else None
+                    ),
+                    "retention_drop_points": statistics.fmean(r["retention_drop_points"] for r in group),
+                    "prompt_bytes": group[0]["prompt_bytes"],
+                    "wall_seconds": statistics.fmean(r["wall_seconds"] for r in group),
+                }
+            )
+    return lines
+
+
+def print_table(lines: list[dict]) -> None:
     header = (
-        f"{'run':<30}{'map':<11}{'source':<14}{'acc':>8}{'single':>8}{'diff':>7}{'drop':>7}{'bytes':>9}{'wall s':>8}"
+        f"{'run':<30}{'map':<11}{'source':<14}{'seeds':>7}{'acc':>8}{'sd':>7}  {'each seed':<22}{'- single':>12}"
+        f"{'drop':>7}{'bytes':>9}{'wall s':>8}"
     )
     print(header)
     print("-" * len(header))
-    for row in rows:
-        for task, accuracy in row["source_accuracy"].items():
-            print(
-                f"{row['run']:<30}{row['label_mapping']:<11}{task:<14}{accuracy:>8.2%}{single[task]:>8.2%}"
-                f"{100 * (accuracy - single[task]):>7.2f}{row['retention_drop_points']:>7.2f}{row['prompt_bytes']:>9,}"
-                f"{row['wall_seconds']:>8.1f}"
-            )
+    for line in lines:
+        sd = "-" if line["source_accuracy_sd"] is None else f"{100 * line['source_accuracy_sd']:.2f}"
+        each = " / ".join(f"{100 * accuracy:.2f}" for accuracy in line["per_seed"])
+        delta = line["minus_single_same_seeds"]
+        delta = "-" if delta is None else f"{100 * delta:+.2f} ({len(line['paired_seeds'])})"
+        print(
+            f"{line['run']:<30}{line['label_mapping']:<11}{line['task']:<14}{','.join(map(str, line['seeds'])):>7}"
+            f"{line['source_accuracy']:>8.2%}{sd:>7}  {each:<22}{delta:>12}"
+            f"{line['retention_drop_points']:>7.2f}{line['prompt_bytes']:>9,}{line['wall_seconds']:>8.1f}"
+        )
+
+
+def main():
+    args = parse_args()
+    runs = stored_runs(args.json)
+    if not args.report:
+        root = Path(args.zoo_root)
+        build_zoo(root, [SPECS[name] for name in (*SOURCES, TARGET)])
+        zoo = weights_digest(*(root / name for name in (*SOURCES, TARGET)))
+        if args.json:
+            check_same_zoo(runs, zoo, args.json)
+            if any(run["setting"] != setting(args) for run in runs):
+                raise SystemExit(f"{args.json} holds runs of another setting: measure into another --json file")
+        runs = [row for seed in args.seeds for row in measure_seed(args, root, seed, zoo)]
+        runs = stored_runs(args.json) if args.json else runs  # with the runs of parallel calls
+    if runs:
+        shared = runs[0]["setting"]
+        print(
+            f"\n{len(SOURCES)} zoo sources -> {TARGET}, preservation {shared['preservation']}, "
+            f"{shared['rounds']} rounds x ({shared['synthesis_steps']} synthesis + {shared['kd_steps']} KD steps), "
+            f"batch {shared['batch_size']}"
+        )
+    print_table(summarise(runs))
 
 
 if __name__ == "__main__":
