@@ -35,12 +35,14 @@ TARGET = "letters-resnet10t"
 RING_SIZES = {1: [36, 64], 2: [36, 48, 64], 3: [36, 40, 48, 64]}
 SPECS = {spec.name: spec for spec in REFERENCE_ZOO}
 TASK_OF = {name: SPECS[name].dataset for name in SOURCES}
-RUNS = (
-    *(f"single {TASK_OF[name]}" for name in SOURCES),
-    "two sources",
-    "three sources",
-    "three sources, frequency map",
-)
+# Each run's sources, in the order they are measured: each alone, the first two, all three (random, frequency map).
+RUN_SOURCES = {
+    **{f"single {TASK_OF[name]}": (name,) for name in SOURCES},
+    "two sources": SOURCES[:2],
+    "three sources": SOURCES,
+    "three sources, frequency map": SOURCES,
+}
+RUNS = tuple(RUN_SOURCES)
 
 
 def parse_args():
@@ -57,6 +59,7 @@ def parse_args():
     parser.add_argument("--preservation", default="BF", choices=["BF", "B"])
     parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS, metavar="RUN", help=f"of {RUNS}")
     parser.add_argument("--json", help="add the runs to this JSON file (created if missing)")
     parser.add_argument("--report", action="store_true", help="only print the table of the --json file")
     args = parser.parse_args()
@@ -76,21 +79,19 @@ def setting(args) -> dict:
 
 
 def measure_seed(args, root: Path, seed: int, zoo: str) -> list[dict]:
-    """The five runs of one seed: each source alone, the first two together, all three (random and frequency map)."""
+    """The runs of one seed (by default all six: each source alone, the first two together, all three with the
+    random and the frequency map), in that order."""
     with tempfile.TemporaryDirectory(prefix="kiop-multisource-") as workdir:
-
-        def run(label: str, sources: tuple[str, ...], label_mapping: str = "random") -> dict:
-            return measure_run(args, root, Path(workdir) / label, label, sources, label_mapping, seed, zoo)
-
-        rows = [run(label, (name,)) for label, name in zip(RUNS, SOURCES)]
-        rows.append(run("two sources", SOURCES[:2]))
-        rows.append(run("three sources", SOURCES))
-        rows.append(run("three sources, frequency map", SOURCES, label_mapping="frequency"))
-    return rows
+        return [
+            measure_run(args, root, Path(workdir) / label, label, RUN_SOURCES[label], seed, zoo)
+            for label in RUNS
+            if label in args.runs
+        ]
 
 
-def measure_run(args, root: Path, output_dir: Path, label, sources, label_mapping, seed: int, zoo: str) -> dict:
+def measure_run(args, root: Path, output_dir: Path, label: str, sources: tuple[str, ...], seed: int, zoo: str) -> dict:
     """One prompt for the sources through the main job; its figures go to the --json file as soon as measured."""
+    label_mapping = "frequency" if label.endswith("frequency map") else "random"
     training = KiOPTrainingArguments(
         **setting(args),
         output_dir=str(output_dir),
@@ -132,7 +133,10 @@ def summarise(runs: list[dict]) -> list[dict]:
     """One line per run and source: its accuracy over seeds (mean, spread, each seed) and its mean difference
     from the source's single-source prompt on the same seeds, which cancels the part of the spread the seed brings."""
     single = {
-        (task, r["seed"]): acc for r in runs if r["run"] in RUNS[:3] for task, acc in r["source_accuracy"].items()
+        (task, r["seed"]): acc
+        for r in runs
+        if len(RUN_SOURCES[r["run"]]) == 1
+        for task, acc in r["source_accuracy"].items()
     }
     groups: dict[str, list[dict]] = {}
     for run in sorted(runs, key=lambda r: (RUNS.index(r["run"]), r["seed"])):
@@ -141,7 +145,7 @@ def summarise(runs: list[dict]) -> list[dict]:
     for label, group in groups.items():
         for task in group[0]["source_accuracy"]:
             accuracy = {r["seed"]: r["source_accuracy"][task] for r in group}
-            paired = [] if label in RUNS[:3] else [seed for seed in accuracy if (task, seed) in single]
+            paired = [] if len(RUN_SOURCES[label]) == 1 else [seed for seed in accuracy if (task, seed) in single]
             lines.append(
                 {
                     "run": label,
