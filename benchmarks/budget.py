@@ -226,7 +226,7 @@ def summarise(runs: list[dict]) -> list[dict]:
 def print_table(lines: list[dict]) -> None:
     width = max((len(line["variant"]) for line in lines), default=7) + 2
     print(
-        f"\n{'row':<6}{'variant':<{width}}{'budget':>7}{'updates':>9}{'rounds':>8}{'seeds':>9}{'source acc':>12}"
+        f"\n{'row':<6}{'variant':<{width}}{'budget':>7}{'updates':>9}{'rounds':>8}{'seeds':>11}{'source acc':>12}"
         f"{'sd':>7}{'/ real':>8}{'target':>9}{'drop':>7}{'wall s':>8}{'bank':>7}{'- default':>11}"
     )
     for line in lines:
@@ -237,7 +237,7 @@ def print_table(lines: list[dict]) -> None:
         delta = "-" if delta is None else f"{100 * delta:+.2f} ({len(line['paired_seeds'])})"
         print(
             f"{line['row']:<6}{line['variant']:<{width}}{line['budget']:>6}x{line['prompt_updates']:>9,}{line['rounds']:>8}"
-            f"{','.join(map(str, line['seeds'])):>9}{line['source_accuracy']:>12.2%}{sd:>7}{ratio:>8}"
+            f"{','.join(map(str, line['seeds'])):>11}{line['source_accuracy']:>12.2%}{sd:>7}{ratio:>8}"
             f"{line['target_accuracy']:>9.2%}{line['retention_drop_points']:>7.2f}{line['wall_seconds']:>8.0f}{bank:>7}"
             f"{delta:>11}"
         )
