@@ -92,8 +92,9 @@ def measure_seed(args, root: Path, seed: int, zoo: str) -> list[dict]:
 def measure_run(args, root: Path, output_dir: Path, label: str, sources: tuple[str, ...], seed: int, zoo: str) -> dict:
     """One prompt for the sources through the main job; its figures go to the --json file as soon as measured."""
     label_mapping = "frequency" if label.endswith("frequency map") else "random"
+    shared = setting(args)
     training = KiOPTrainingArguments(
-        **setting(args),
+        **shared,
         output_dir=str(output_dir),
         seed=seed,
         label_mapping=label_mapping,
@@ -120,7 +121,7 @@ def measure_run(args, root: Path, output_dir: Path, label: str, sources: tuple[s
         "retention_drop_points": results["target/retention_drop"],
         "prompt_bytes": (output_dir / "model.safetensors").stat().st_size,
         "wall_seconds": results["train_seconds"],
-        "setting": setting(args),
+        "setting": shared,
         "zoo": zoo,
     }
     print(f"[run] {json.dumps(row)}", flush=True)
