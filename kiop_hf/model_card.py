@@ -73,7 +73,8 @@ def _training_summary(args, history: list[dict] | None, synthesis_terms: dict[st
         "preservation": f"{args.preservation}: {PRESERVATION_REGIMES[args.preservation]}",
         "synthesizer": args.synthesizer if synthesis_terms else "none",
     }
-    summary |= {name: getattr(args, name) for name in CARD_ARGUMENTS}
+    resolved = args.synthesis_settings() if synthesis_terms else {}  # the method's own values where left to it
+    summary |= {name: resolved.get(name, getattr(args, name)) for name in CARD_ARGUMENTS}
     for task, terms in (synthesis_terms or {}).items():
         summary[f"synthesis of {task}"] = terms
     if history:

@@ -42,6 +42,11 @@ RUN_DEFINING = (
     "synthesizer",
     "data_bank_size",
     "recent_share",
+    "kd_shift",
+    "kd_flip",
+    "kd_mix",
+    "kd_mix_prob",
+    "kd_mix_alpha",
     "source_weights",
     "mixed_precision",
     "synthesis_lr",
@@ -70,7 +75,8 @@ def fingerprint(trainer) -> dict:
         "ring_sizes": list(config.ring_sizes),
         "num_processes": trainer.accelerator.num_processes,
     }
-    return json.loads(json.dumps(identity | {name: getattr(args, name) for name in RUN_DEFINING}))
+    resolved = args.synthesis_settings()  # a knob left to the method compares as the value it ran with
+    return json.loads(json.dumps(identity | {name: resolved.get(name, getattr(args, name)) for name in RUN_DEFINING}))
 
 
 def capture(trainer) -> dict:

@@ -23,6 +23,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
 from . import run_state
+from .augment import mix, shift_and_flip
 from .checkpointing import next_index, write_checkpoint
 from .classifiers import FrozenClassifier
 from .configuration_kiop import TARGET_TASK
@@ -195,6 +196,16 @@ class KiOPTrainer:
         synthetic = any(bank is self.banks.get(name) for name in self.synthesizers)
         return bank.sample(n, recent_share=self.args.recent_share if synthetic else 0.0)
 
+    def distillation_views(self, images: torch.Tensor) -> torch.Tensor:
+        """The source images a knowledge-storing step reads (``kd_shift``, ``kd_flip``, ``kd_mix``), before the
+        rings go on; the source is asked about these very images, so its answers stay consistent with them."""
+        args = self.args
+        if args.kd_shift or args.kd_flip:
+            images = shift_and_flip(images, args.kd_shift, args.kd_flip)
+        if args.kd_mix != "none" and args.kd_mix_prob > 0:
+            images = mix(images, args.kd_mix, args.kd_mix_prob, args.kd_mix_alpha)
+        return images
+
     def knowledge_storing_step(self) -> dict[str, float]:
         """One SGD step on the prompt over every source's bank and the preservation images."""
         args, device = self.args, self.accelerator.device
@@ -207,6 +218,7 @@ class KiOPTrainer:
                     args.batch_size // len(banks) + (i < args.batch_size % len(banks)) for i in range(len(banks))
                 ]
                 x = torch.cat([self._sample(bank, n) for bank, n in zip(banks, shares)]).to(device)
+                x = self.distillation_views(x)
                 with torch.no_grad():
                     teacher = source(x)
                 loss = distillation_loss(self.prompted(name, x), teacher, args.temperature)
@@ -286,7 +298,8 @@ class KiOPTrainer:
                     staging, repo_id=self.hub_model_id, sources=self.sources, card=training_card(self)
                 )
                 if self.results:
-                    (staging / "results.json").write_text(json.dumps(self.results, indent=2) + "\n")
+                    settings = {"synthesis": self.args.synthesis_settings()} if self.synthesizers else {}
+                    (staging / "results.json").write_text(json.dumps(self.results | settings, indent=2) + "\n")
         self.accelerator.wait_for_everyone()
 
     @property

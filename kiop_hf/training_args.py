@@ -14,16 +14,19 @@ import typing
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from .synthesis import describe_method_defaults, method_defaults
+
 Preservation = Literal["BF", "B", "none"]
 TransferData = Literal["synthetic", "unlabelled", "mixed"]
 LabelMapping = Literal["random", "frequency"]
 SynthesisMethod = Literal["cmi", "fast", "deepinversion"]
+KDMix = Literal["none", "mixup", "cutmix"]
 MixedPrecision = Literal["no", "bf16"]  # fp16 would need loss scaling of the prompt's gradients
 RESUME_OVERRIDABLE = ("rounds",)
 # (name, smallest value, None allowed)
 INTEGERS = (
     ("rounds", 1, False),
-    ("synthesis_steps", 0, False),
+    ("synthesis_steps", 0, True),
     ("kd_steps", 1, False),
     ("batch_size", 1, False),
     ("seed", 0, False),
@@ -35,6 +38,7 @@ INTEGERS = (
     ("save_every_rounds", 1, False),
     ("save_total_limit", 1, True),
     ("logging_steps", 1, False),
+    ("kd_shift", 0, False),
     ("eval_limit", 1, True),
 )
 # (name, must be above zero, None allowed): finite and non-negative
@@ -54,6 +58,8 @@ NUMBERS = (
     ("meta_step", True, False),
     ("bn_momentum", False, False),
     ("recent_share", False, False),
+    ("kd_mix_prob", False, False),
+    ("kd_mix_alpha", True, False),
 )
 
 
@@ -81,7 +87,13 @@ class KiOPTrainingArguments:
     )
     # Schedule
     rounds: int = field(default=100, metadata=field_help("Rounds of synthesis followed by knowledge storing."))
-    synthesis_steps: int = field(default=200, metadata=field_help("Synthesis steps per round and inverted model."))
+    synthesis_steps: int | None = field(
+        default=None,
+        metadata=field_help(
+            "Synthesis steps per round and inverted model (None: the method's own: "
+            f"{describe_method_defaults('synthesis_steps')})."
+        ),
+    )
     kd_steps: int = field(default=400, metadata=field_help("Knowledge-storing (prompt SGD) steps per round."))
     batch_size: int = field(
         default=128, metadata=field_help("Images per synthesis batch and per knowledge-storing batch.")
@@ -113,6 +125,33 @@ class KiOPTrainingArguments:
             "batch from each."
         ),
     )
+    kd_shift: int = field(
+        default=0,
+        metadata=field_help(
+            "Knowledge storing reads each source image moved by up to this many pixels (0: as it is); the source "
+            "and the prompted target read the same moved image."
+        ),
+    )
+    kd_flip: bool = field(
+        default=False,
+        metadata=field_help(
+            "Knowledge storing mirrors half of the source images left-right (only for tasks whose classes survive "
+            "a mirror: garments yes, digits and letters no)."
+        ),
+    )
+    kd_mix: KDMix = field(
+        default="none",
+        metadata=field_help(
+            'Knowledge storing mixes pairs of source images: "mixup" blends them, "cutmix" pastes a box of one '
+            "into the other; the source is asked about the very mixed image (a consistent teacher)."
+        ),
+    )
+    kd_mix_prob: float = field(
+        default=0.5, metadata=field_help("Share of the knowledge-storing source images that kd_mix mixes, in [0, 1].")
+    )
+    kd_mix_alpha: float = field(
+        default=1.0, metadata=field_help("kd_mix draws the mixing weight from Beta(alpha, alpha).")
+    )
     label_mapping: LabelMapping = field(
         default="random",
         metadata=field_help(
@@ -143,7 +182,8 @@ class KiOPTrainingArguments:
     synthesis_lr: float | None = field(
         default=None,
         metadata=field_help(
-            "Adam learning rate of the synthesis (None: the method's, 0.01 or 0.05 for deepinversion)."
+            "Adam learning rate of the synthesis (None: the method's own: "
+            f"{describe_method_defaults('synthesis_lr')})."
         ),
     )
     bn_weight: float = field(default=1.0, metadata=field_help("Weight of the BatchNorm-statistics prior."))
@@ -151,7 +191,10 @@ class KiOPTrainingArguments:
     adv_weight: float = field(default=0.5, metadata=field_help("Weight of the adversarial term against the prompt."))
     cr_weight: float | None = field(
         default=None,
-        metadata=field_help("Weight of the contrastive term (None: the method's, 0.8 for cmi, 0 for fast)."),
+        metadata=field_help(
+            "Weight of the contrastive term (None: the method's own: "
+            f"{describe_method_defaults('cr_weight')}; deepinversion has no such term)."
+        ),
     )
     cr_temperature: float = field(default=0.6, metadata=field_help("Temperature of the contrastive term."))
     memory_bank_size: int = field(default=40_960, metadata=field_help("Feature rows in the contrastive memory bank."))
@@ -239,10 +282,12 @@ class KiOPTrainingArguments:
                 raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
         if not 0 <= self.recent_share <= 1:
             raise ValueError(f"recent_share must be between 0 and 1, got {self.recent_share}")
+        if not 0 <= self.kd_mix_prob <= 1:
+            raise ValueError(f"kd_mix_prob must be between 0 and 1, got {self.kd_mix_prob}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         synthesises = self.transfer_data != "unlabelled" or self.preservation == "BF"
-        if synthesises and self.synthesis_steps < 1:
+        if synthesises and self.synthesis_settings()["synthesis_steps"] < 1:
             raise ValueError(
                 f"synthesis_steps must be at least 1 when a model is inverted, got {self.synthesis_steps}"
             )
@@ -254,10 +299,13 @@ class KiOPTrainingArguments:
 
     def synthesizer_kwargs(self) -> dict:
         """The arguments the chosen synthesizer's constructor takes, under the same names (None: its default)."""
-        from .synthesis import synthesizer_parameters
-
-        names = sorted(synthesizer_parameters(self.synthesizer))
+        names = sorted(method_defaults(self.synthesizer))
         return {name: getattr(self, name) for name in names if getattr(self, name, None) is not None}
+
+    def synthesis_settings(self) -> dict:
+        """Every knob of the chosen synthesizer with the value the run uses: the method's own default where the
+        argument is None (what the card and results.json report)."""
+        return method_defaults(self.synthesizer) | self.synthesizer_kwargs()
 
     def to_dict(self) -> dict:
         """The arguments without secrets (the Hub token), for trackers and logs."""

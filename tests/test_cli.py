@@ -1,4 +1,5 @@
 import json
+import re
 from dataclasses import fields
 
 import numpy as np
@@ -46,8 +47,8 @@ def test_train_then_evaluate_from_the_command_line(transformers_folder, timm_fol
             "40",
             "--rounds",
             "1",
-            "--synthesis-steps",
-            "2",
+            "--synthesizer",
+            "fast",
             "--kd-steps",
             "2",
             "--batch-size",
@@ -57,8 +58,11 @@ def test_train_then_evaluate_from_the_command_line(transformers_folder, timm_fol
     )
     results = json.loads((output / "results.json").read_text())
     assert set(results) >= {"gray", "target", "target/unprompted", "target/retention_drop", "train_seconds"}
+    # synthesis_steps was left to the method: the fast synthesizer's own 5 steps ran, and both files say so
+    assert results["synthesis"]["synthesis_steps"] == 5 and results["synthesis"]["synthesis_lr"] == 0.01
     card = (output / "README.md").read_text()
     assert "library_name: kiop_hf" in card and "| gray |" in card
+    assert re.search(r"synthesis_steps\W+5\b", card)
 
     main(["evaluate", str(output), "--eval", f"gray={source_test}"])
     printed = capsys.readouterr().out

@@ -185,3 +185,22 @@ def test_fast_labels_rotate_over_rounds_when_the_batch_cannot_hold_every_class(g
         seen.append(synthesizer._round_labels(torch.device("cpu")).tolist())
         synthesizer.synthesize(student_of(gray_source))
     assert seen == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1]]
+
+
+def test_a_synthesis_knob_left_to_the_method_takes_the_methods_own_value(tmp_path):
+    from kiop_hf.cli import train_parser
+    from kiop_hf.training_args import KiOPTrainingArguments
+
+    fast = KiOPTrainingArguments(output_dir=str(tmp_path), synthesizer="fast")
+    assert "synthesis_steps" not in fast.synthesizer_kwargs()  # the class's own default applies
+    assert fast.synthesis_settings()["synthesis_steps"] == 5 and fast.synthesis_settings()["cr_weight"] == 0.0
+    assert KiOPTrainingArguments(output_dir=str(tmp_path)).synthesis_settings()["synthesis_steps"] == 200  # cmi
+    assert (
+        KiOPTrainingArguments(output_dir=str(tmp_path), synthesizer="deepinversion").synthesis_settings()[
+            "synthesis_lr"
+        ]
+        == 0.05
+    )
+    chosen = KiOPTrainingArguments(output_dir=str(tmp_path), synthesizer="fast", synthesis_steps=7)
+    assert chosen.synthesis_settings()["synthesis_steps"] == 7
+    assert "cmi 200, deepinversion 200, fast 5" in " ".join(train_parser().format_help().split())
