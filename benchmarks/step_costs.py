@@ -87,6 +87,15 @@ def main():
             return sum(v for k, v in seconds.items() if k.startswith(f"{method} round") and k.endswith(precision))
 
         figures[f"fast / cmi round, {precision}"] = round_of("fast") / round_of("cmi")
+    kd_steps = DEFAULT_SCHEDULE["kd_steps"]
+    default_round = {  # what one round of the embedded default costs: both fast syntheses, then its KD steps
+        precision: sum(v for k, v in seconds.items() if k.startswith("fast round") and k.endswith(precision))
+        + kd_steps * seconds[f"knowledge-storing step, {precision}"]
+        for precision in precisions
+    }
+    figures[f"fp32 / bf16 speed of an embedded-default round (fast synthesis + {kd_steps} KD steps)"] = (
+        default_round["fp32"] / default_round["bf16"]
+    )
     for label in [k for k in seconds if k.endswith("fp32")]:
         figures[f"bf16 / fp32: {label.removesuffix(', fp32')}"] = (
             seconds[label.replace("fp32", "bf16")] / seconds[label]

@@ -1,7 +1,7 @@
 """Classify a few images with a published KiOP prompt: the prompt and its target come from the Hub.
 
-    python examples/classify_with_prompt.py user/fashion-on-letters --task fashion shirt.png shoe.png
-    python examples/classify_with_prompt.py user/fashion-on-letters --task fashion --dataset DATASET --limit 8
+    python examples/classify_with_prompt.py user/fashion-on-letters --task fashion-mnist shirt.png shoe.png
+    python examples/classify_with_prompt.py user/fashion-on-letters --task fashion-mnist --dataset DATASET --limit 8
     python examples/classify_with_prompt.py outputs/kiop-prompt --dataset DATASET   # the target's own task
 
 ``--dataset`` takes a Hub dataset id, a saved dataset or an image folder (its test split). The classification runs
@@ -48,4 +48,7 @@ def main(argv=None) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, KeyError, OSError) as error:  # a wrong task, prompt or image: one line, no traceback
+        raise SystemExit(f"error: {error.args[0] if error.args else error}") from None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 import operator
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -172,7 +174,11 @@ class KiOPPromptConfig(PretrainedConfig):
         for source in self.sources:
             if source["name"] == name:
                 return source
-        raise KeyError(f"unknown task {name!r}; this prompt serves {self.task_names}")
+        guess = did_you_mean(name, self.task_names)
+        raise KeyError(
+            f"unknown task {name!r}{f' (did you mean {guess!r}?)' if guess else ''}; this prompt serves "
+            f"{self.task_names}"
+        )
 
     def num_rings_for(self, task: str | None) -> int:
         """How many rings (from the core outwards) the images of ``task`` are wrapped in."""
@@ -357,3 +363,11 @@ def _known_transformers_keys() -> set[str]:
 
 
 _KNOWN: set[str] = set()
+
+
+def did_you_mean(name: str, choices: list[str]) -> str | None:
+    """The task a mistyped name most likely meant: the same letters up to case, ``-`` and ``_``, else the closest."""
+    fold = lambda text: re.sub(r"[-_\s]", "", str(text).casefold())  # noqa: E731
+    same = [choice for choice in choices if fold(choice) == fold(name)]
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.75)
+    return (same or close or [None])[0]

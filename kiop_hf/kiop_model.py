@@ -18,7 +18,7 @@ from torch import nn
 
 from .classifiers import HUB_OPTIONS, FrozenClassifier, load_classifier
 from .clip import load_class_vectors
-from .configuration_kiop import TARGET_TASK, KiOPPromptConfig
+from .configuration_kiop import TARGET_TASK, KiOPPromptConfig, did_you_mean
 from .label_mapping import random_label_maps
 from .modeling_kiop import KiOPVisualPrompt
 from .pixels import checked_pixels, match_channels
@@ -118,8 +118,12 @@ class KiOPModel(nn.Module):
         if inner == TARGET_TASK:
             return name, None
         if inner not in config.source_names:
+            served = [*config.source_names, TARGET_TASK]
+            guess = did_you_mean(inner, served)
             raise ValueError(
-                f"unknown task {task!r}: prompt {name!r} serves {[*config.source_names, TARGET_TASK]}"
+                f"unknown task {task!r}"
+                + (f" (did you mean {guess!r}?)" if guess else "")
+                + f": prompt {name!r} serves {served}"
                 + (
                     f"; other prompts are addressed as 'name/task' ({self.prompt_names})"
                     if len(self.prompts) > 1

@@ -84,6 +84,8 @@ def test_mismatched_prompts_and_tasks_are_refused(two_prompts, transformers_fold
         model.load_prompt("user/gray-on-other")
     with pytest.raises(ValueError, match=r"unknown task 'digits': prompt 'default' serves \['gray', 'target'\]"):
         model(torch.rand(1, 3, 32, 32), task="digits")
+    with pytest.raises(ValueError, match=r"unknown task 'GRAY' \(did you mean 'gray'\?\)"):
+        model(torch.rand(1, 3, 32, 32), task="GRAY")
     with pytest.raises(KeyError, match="no prompt named 'nope'"):
         model(torch.rand(1, 3, 32, 32), task="nope/gray")
     with pytest.raises(ValueError, match="one task per sample: 2 images but 1 tasks"):
