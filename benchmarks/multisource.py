@@ -22,12 +22,11 @@ import tempfile
 from pathlib import Path
 
 from budget import add_run, check_same_zoo, stored_runs
-from quality import weights_digest
 
 from kiop_hf.configuration_kiop import TARGET_TASK
 from kiop_hf.train_job import SCHEDULES, KiOPScriptArguments, run_kiop
 from kiop_hf.training_args import KiOPTrainingArguments
-from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path
+from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path, weights_digest
 
 SOURCES = ("fashion-mnist-resnet", "mnist-resnet", "digits-efficientnet")  # timm, transformers, timm
 TARGET = "letters-resnet10t"

@@ -23,7 +23,6 @@ Runs of the data-free rows vary by several points from seed to seed, so compare 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import tempfile
@@ -33,7 +32,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub.utils.sha import sha_fileobj
 
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.cli import training_override
@@ -47,7 +45,7 @@ from kiop_hf.synthesis import DataBank, make_synthesizer
 from kiop_hf.train_job import SCHEDULES
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
-from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path
+from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path, weights_digest
 
 ROWS = ["untrained", "B", "BF", "unlabelled", "real", "dfkd"]
 BANK_FIT = ["bank_agreement", "source_confidence_bank", "source_confidence_test", "target_reading_overlap"]
@@ -114,16 +112,6 @@ def target_reading(
 
 def file_bytes(path: Path) -> int:
     return (path / "model.safetensors").stat().st_size
-
-
-def weights_digest(*folders: Path) -> str:
-    """A short digest of the models' weights: the zoo build is deterministic per machine, not across machines, so
-    figures are only comparable between runs of the same build."""
-    digest = hashlib.sha256()
-    for folder in folders:
-        with open(folder / "model.safetensors", "rb") as weights:
-            digest.update(sha_fileobj(weights))
-    return digest.hexdigest()[:12]
 
 
 class Bench:

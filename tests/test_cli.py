@@ -13,6 +13,7 @@ from kiop_hf import KiOPModel
 from kiop_hf.cli import main
 from kiop_hf.data import dataset_tensors
 from kiop_hf.evaluation import evaluate_tasks
+from kiop_hf.training_args import KiOPTrainingArguments
 
 
 def labelled_dataset(folder, num_classes, mode, n=20, seed=0):
@@ -134,3 +135,32 @@ def test_a_yaml_config_runs_the_same_job_as_the_flags(transformers_folder, timm_
     config.write_text("rounds: 1\nround_count: 3\n")
     with pytest.raises(SystemExit, match=r"sets unknown arguments \['round_count'\]"):
         main(["train", "--config", str(config)])
+
+
+def test_the_embedded_default_names_its_seed_and_zoo_build_beside_the_benchmark(
+    transformers_folder, timm_folder, tmp_path
+):
+    from kiop_hf.train_job import (
+        DEFAULT_SCHEDULE,
+        EMBEDDED_DEFAULT_BENCHMARK,
+        KiOPScriptArguments,
+        embedded_default_summary,
+    )
+    from kiop_hf.zoo.build import weights_digest
+
+    script = KiOPScriptArguments(target=str(transformers_folder), source=[f"gray={timm_folder}"])
+    digest = weights_digest(timm_folder, transformers_folder)
+    run = KiOPTrainingArguments(output_dir=str(tmp_path), **(DEFAULT_SCHEDULE | {"seed": 3}))
+    text = embedded_default_summary(script, run, {"gray": 0.5})
+    assert text.startswith(f"seed 3 on zoo build {digest}: compare runs over several seeds")  # a build not measured
+    EMBEDDED_DEFAULT_BENCHMARK[digest] = ("a test build", [0, 1], 0.3, 0.02, 0.4)
+    try:
+        text = embedded_default_summary(script, run, {"gray": 0.5})
+        assert "(a test build in benchmarks/README.md): gray 50.00% here" in text
+        assert (
+            "mean over seeds [0, 1] at this budget is 30.00% (sd 2.00%), 0.75 of the real-data prompt's 40.00%" in text
+        )
+        other = KiOPTrainingArguments(output_dir=str(tmp_path), **(DEFAULT_SCHEDULE | {"mixed_precision": "bf16"}))
+        assert "compare runs over several seeds" in embedded_default_summary(script, other, {"gray": 0.5})
+    finally:
+        del EMBEDDED_DEFAULT_BENCHMARK[digest]

@@ -257,3 +257,15 @@ def build_zoo(root: str | os.PathLike = DEFAULT_ROOT, specs=REFERENCE_ZOO, log=p
 def _is_built(spec: ZooModelSpec, root: Path) -> bool:
     path = root / spec.name / "results.json"
     return path.is_file() and json.loads(path.read_text()).get("fingerprint") == spec.fingerprint()
+
+
+def weights_digest(*folders: str | os.PathLike) -> str:
+    """A short digest of the models' weights: the zoo build is deterministic per machine, not across machines, so
+    figures are only comparable between runs of the same build (the benchmarks and the demo name it)."""
+    from huggingface_hub.utils.sha import sha_fileobj
+
+    digest = hashlib.sha256()
+    for folder in folders:
+        with open(Path(folder) / "model.safetensors", "rb") as weights:
+            digest.update(sha_fileobj(weights))
+    return digest.hexdigest()[:12]
