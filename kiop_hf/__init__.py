@@ -8,6 +8,9 @@ from .image_processing_kiop import KiOPImageProcessor
 from .kiop_model import KiOPModel
 from .label_mapping import random_label_maps
 from .modeling_kiop import KiOPVisualPrompt
+from .train_job import KiOPScriptArguments
+from .trainer import KiOPTrainer
+from .training_args import KiOPTrainingArguments
 
 __version__ = "0.1.0"
 
@@ -22,6 +25,9 @@ __all__ = [
     "KiOPImageProcessor",
     "KiOPModel",
     "KiOPPromptConfig",
+    "KiOPScriptArguments",
+    "KiOPTrainer",
+    "KiOPTrainingArguments",
     "KiOPVisualPrompt",
     "load_classifier",
     "random_label_maps",

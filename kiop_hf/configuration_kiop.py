@@ -166,8 +166,7 @@ class KiOPPromptConfig(PretrainedConfig):
         if os.path.isdir(path) and not os.path.isfile(os.path.join(path, CONFIG_NAME)):
             raise OSError(f"{path} has no {CONFIG_NAME}: it is not a saved kiop_hf prompt")
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        if not isinstance(config_dict, dict):
-            raise ValueError(f"{CONFIG_NAME} must hold a JSON object, got {type(config_dict).__name__}")
+        check_config_object(config_dict)
         return config_dict, kwargs
 
     def source(self, name: str) -> dict[str, Any]:
@@ -371,3 +370,18 @@ def did_you_mean(name: str, choices: list[str]) -> str | None:
     same = [choice for choice in choices if fold(choice) == fold(name)]
     close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.75)
     return (same or close or [None])[0]
+
+
+def check_config_object(config_dict) -> None:
+    """Refuse a config.json that transformers would trip over later: not a JSON object, or a ``dtype`` /
+    ``torch_dtype`` that names no torch dtype."""
+    if not isinstance(config_dict, dict):
+        raise ValueError(f"{CONFIG_NAME} must hold a JSON object, got {type(config_dict).__name__}")
+    for key in ("dtype", "torch_dtype"):
+        value = config_dict.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not isinstance(
+            getattr(torch, value.removeprefix("torch."), None), torch.dtype
+        ):
+            raise ValueError(f"{CONFIG_NAME}: {key} must name a torch dtype such as 'float32', got {value!r}")

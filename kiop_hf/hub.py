@@ -18,7 +18,7 @@ from huggingface_hub.errors import (
 )
 
 from .clip import CLASS_VECTORS_FILE
-from .configuration_kiop import KiOPPromptConfig
+from .configuration_kiop import KiOPPromptConfig, check_config_object
 from .model_card import card_for_repo
 from .saving import PROMPT_FILES, PUBLISHED, finish_interrupted_save
 
@@ -127,9 +127,11 @@ def check_prompt_repo(name_or_path: str | os.PathLike, revision: str | None = No
             "model.safetensors with save_pretrained)"
         )
     try:
-        model_type = json.loads(files["config.json"].read_text()).get("model_type")
+        config_dict = json.loads(files["config.json"].read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise OSError(f"{name!r}: config.json is not valid JSON ({error})") from error
+    check_config_object(config_dict)
+    model_type = config_dict.get("model_type")
     if model_type != KiOPPromptConfig.model_type:
         raise ValueError(
             f"{name!r} is not a kiop_hf prompt: its config.json has model_type {model_type!r}, expected "

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from transformers import AutoConfig
 
@@ -152,6 +154,26 @@ def test_a_folder_without_config_json_or_with_a_non_object_is_refused(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="config.json must hold a JSON object, got list"):
         KiOPPromptConfig.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda config: '"a JSON string"', "config.json must hold a JSON object, got str"),
+        (lambda config: config | {"dtype": ["float32"]}, r"dtype must name a torch dtype such as 'float32', got \["),
+        (lambda config: config | {"torch_dtype": "float99"}, "torch_dtype must name a torch dtype .* got 'float99'"),
+    ],
+)
+def test_a_saved_prompt_whose_config_json_was_edited_badly_names_the_field(edit, message, tmp_path):
+    from kiop_hf import KiOPModel, KiOPVisualPrompt
+
+    KiOPVisualPrompt(KiOPPromptConfig(image_size=32, ring_sizes=[36], target_num_labels=12)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    edited = edit(config)
+    (tmp_path / "config.json").write_text(edited if isinstance(edited, str) else json.dumps(edited))
+    for load in (KiOPPromptConfig.from_pretrained, KiOPVisualPrompt.from_pretrained, KiOPModel.from_pretrained):
+        with pytest.raises(ValueError, match=message):
+            load(tmp_path)
 
 
 def test_fuzzed_config_files_raise_only_clear_errors_quickly_and_never_load_inconsistent(tmp_path):
