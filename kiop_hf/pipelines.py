@@ -7,8 +7,8 @@
 
 loads the prompt, the target its config names and the prompt's image processor, and returns, per image, the top
 ``[{"label": ..., "score": ...}]`` of the chosen task with its class names. The standard ``"image-classification"``
-task cannot take a prompt: it loads ``AutoModelForImageClassification``, which a prompt repo is not (its weights
-are the rings; the classifier is another repo), so the prompt has a task of its own.
+task loads a prompt too (``KiOPForImageClassification``), but answers one task fixed at loading; this one picks
+the task per call and serves every prompt loaded on the target.
 """
 
 from __future__ import annotations
