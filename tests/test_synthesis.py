@@ -204,3 +204,29 @@ def test_a_synthesis_knob_left_to_the_method_takes_the_methods_own_value(tmp_pat
     chosen = KiOPTrainingArguments(output_dir=str(tmp_path), synthesizer="fast", synthesis_steps=7)
     assert chosen.synthesis_settings()["synthesis_steps"] == 7
     assert "cmi 200, deepinversion 200, fast 5" in " ".join(train_parser().format_help().split())
+
+
+@pytest.mark.parametrize("method", ["cmi", "fast", "deepinversion"])
+def test_under_bf16_autocast_a_round_moves_its_images_as_far_as_in_fp32(method, gray_source):
+    """Autocast caches its casts of trainable leaves for a whole block; a round's own optimizer steps must still
+    reach its next forward passes (with the cache, a generator's draws moved 1/27 as far as in fp32)."""
+
+    def distance_moved(context) -> float:
+        torch.manual_seed(0)
+        synthesizer = make_synthesizer(method, gray_source, batch_size=6, synthesis_steps=6)
+        draws, draw = [], synthesizer._draw
+
+        def recorded_draw():
+            images = draw()
+            draws.append(images.detach().float())
+            return images
+
+        synthesizer._draw = recorded_draw
+        with context:
+            synthesizer.synthesize(student_of(gray_source))
+        return (draws[-1] - draws[0]).norm().item()
+
+    fp32 = distance_moved(torch.autocast("cpu", enabled=False))
+    bf16 = distance_moved(torch.autocast("cpu", dtype=torch.bfloat16))
+    assert bf16 > 0.5 * fp32
+    assert torch.is_autocast_cache_enabled()  # the caller's setting is back

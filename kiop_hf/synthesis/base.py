@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +96,7 @@ class Synthesizer(ABC):
         return random_resized_crop(images, scale=(0.85, 1.0))
 
     def synthesize(self, student: Student) -> torch.Tensor:
-        with self.statistics:
+        with self.statistics, fresh_autocast_casts():
             return self._synthesize(student)
 
     def _synthesize(self, student: Student) -> torch.Tensor:
@@ -134,3 +135,18 @@ class Synthesizer(ABC):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what ``state_dict`` returned (nothing, for methods that keep nothing across rounds)."""
+
+
+@contextmanager
+def fresh_autocast_casts() -> Iterator[None]:
+    """Under autocast, cast the weights afresh at every use. Autocast caches the low-precision copy of each
+    trainable leaf (the generator's weights, the latent codes) until its block ends; a synthesis round runs its
+    optimizer steps inside the block, so with the cache every step would still see the round's first weights and
+    bf16 synthesis would hardly move (the BN prior stayed at twice its fp32 value after 20 rounds)."""
+    cached = torch.is_autocast_cache_enabled()
+    torch.clear_autocast_cache()
+    torch.set_autocast_cache_enabled(False)
+    try:
+        yield
+    finally:
+        torch.set_autocast_cache_enabled(cached)
