@@ -20,7 +20,7 @@ from huggingface_hub.errors import (
 from .clip import CLASS_VECTORS_FILE
 from .configuration_kiop import KiOPPromptConfig, check_config_object
 from .model_card import card_for_repo
-from .saving import PROMPT_FILES, PUBLISHED, finish_interrupted_save
+from .saving import PROMPT_FILES, PROMPT_INDEX, PUBLISHED, finish_interrupted_save, indexed_prompts
 
 
 def create_prompt_repo(repo_id: str, *, private: bool | None = None, token: str | None = None) -> str:
@@ -54,33 +54,44 @@ def upload_prompt_folder(
     api = HfApi(token=token)
     if revision not in (None, "main"):
         api.create_branch(repo_id, branch=revision, exist_ok=True)
+    subfolders = indexed_prompts(folder)  # the other prompts of a folder that holds several
+    allowed = [*PUBLISHED, *(f"{name}/{pattern}" for name in subfolders for pattern in PUBLISHED)]
     with tempfile.TemporaryDirectory() as staging:  # the published files, the card naming this repo
-        for pattern in PUBLISHED:
-            for path in folder.glob(pattern):
-                shutil.copy2(path, Path(staging) / path.name)
+        for prefix in ["", *subfolders]:
+            (Path(staging) / prefix).mkdir(exist_ok=True)
+            for pattern in PUBLISHED:
+                for path in (folder / prefix).glob(pattern):
+                    shutil.copy2(path, Path(staging) / prefix / path.name)
         if (folder / "README.md").is_file():
             (Path(staging) / "README.md").write_text(card_for_repo(folder / "README.md", repo_id))
+        stale = _stale_files(api, repo_id, revision, Path(staging), subfolders)
         return api.upload_folder(
             repo_id=repo_id,
             folder_path=staging,
             commit_message=commit_message,
             revision=revision,
             create_pr=create_pr,
-            allow_patterns=PUBLISHED,
-            delete_patterns=_stale_files(api, repo_id, revision, Path(staging)) or None,
+            allow_patterns=allowed,
+            delete_patterns=stale or None,
         )
 
 
-def _stale_files(api: HfApi, repo_id: str, revision: str | None, staging: Path) -> list[str]:
-    """Files an earlier push made that this one does not have: top-level generated names only (a README on the Hub
-    stays, whoever wrote it, and nothing in a subfolder is touched)."""
+def _stale_files(api: HfApi, repo_id: str, revision: str | None, staging: Path, subfolders: list[str]) -> list[str]:
+    """Files an earlier push made that this one does not have: generated names at the top and in the prompt
+    subfolders this push or the repo's index names (a README on the Hub stays, whoever wrote it, and no other
+    subfolder is touched)."""
     remote = api.list_repo_files(repo_id, revision=revision)
+    earlier = read_prompt_index(repo_id, revision) if PROMPT_INDEX in remote else None
+    prompt_folders = set(subfolders) | set((earlier or {}).get("prompts", [])[1:])
     generated = [pattern for pattern in PUBLISHED if pattern != "README.md"]
-    return [
-        name
-        for name in remote
-        if "/" not in name and any(fnmatch(name, p) for p in generated) and not (staging / name).exists()
-    ]
+    stale = []
+    for name in remote:
+        folder, _, file = name.rpartition("/")
+        patterns = PUBLISHED if folder and folder not in subfolders else generated  # a dropped prompt goes whole
+        published = (not folder or folder in prompt_folders) and any(fnmatch(file, p) for p in patterns)
+        if published and not (staging / name).exists():
+            stale.append(name)
+    return stale
 
 
 def push_prompt_folder(
@@ -100,20 +111,48 @@ def push_saved(model, repo_id: str, *, private: bool | None = None, **kwargs) ->
         return upload_prompt_folder(folder, repo_id, **kwargs)
 
 
-def check_prompt_repo(name_or_path: str | os.PathLike, revision: str | None = None, **hub_kwargs) -> None:
-    """Raise a clear error unless ``name_or_path`` holds a kiop_hf prompt (config.json of model_type
-    ``kiop_prompt`` and a safetensors weights file), before transformers tries to load anything."""
+def read_prompt_index(name_or_path: str | os.PathLike, revision: str | None = None, **hub_kwargs) -> dict | None:
+    """A saved folder's or repo's ``prompts.json`` (which prompts it holds; the first at its top), or None for a
+    folder of one prompt saved before there was an index."""
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        finish_interrupted_save(name)
+        path = Path(name) / PROMPT_INDEX
+        if not path.is_file():
+            return None
+    else:
+        try:
+            path = Path(hf_hub_download(name, PROMPT_INDEX, revision=revision, **hub_kwargs))
+        except EntryNotFoundError:
+            return None
+    try:
+        index = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise OSError(f"{name!r}: {PROMPT_INDEX} is not valid JSON ({error})") from error
+    prompts = index.get("prompts") if isinstance(index, dict) else None
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError(f"{name!r}: {PROMPT_INDEX} must name its prompts as a list of strings, got {index!r}")
+    return index
+
+
+def check_prompt_repo(
+    name_or_path: str | os.PathLike, revision: str | None = None, subfolder: str | None = None, **hub_kwargs
+) -> None:
+    """Raise a clear error unless ``name_or_path`` (or its ``subfolder``) holds a kiop_hf prompt (config.json of
+    model_type ``kiop_prompt`` and a safetensors weights file), before transformers tries to load anything."""
     name = os.fspath(name_or_path)
     if os.path.isdir(name):
         finish_interrupted_save(name)  # a save killed while moving its files in: complete it before reading
     files = {}
     for filename in PROMPT_FILES:
         if os.path.isdir(name):
-            path = Path(name) / filename
+            path = Path(name, subfolder or "", filename)
             files[filename] = path if path.is_file() else None
             continue
         try:
-            files[filename] = Path(hf_hub_download(name, filename, revision=revision, **hub_kwargs))
+            files[filename] = Path(
+                hf_hub_download(name, filename, subfolder=subfolder, revision=revision, **hub_kwargs)
+            )
         except (RepositoryNotFoundError, RevisionNotFoundError) as error:
             raise OSError(f"no prompt repo {name!r} at revision {revision or 'main'!r} on the Hub: {error}") from error
         except LocalEntryNotFoundError as error:  # before EntryNotFoundError, its parent class

@@ -7,10 +7,12 @@ one task per sample) runs each prompt's rings on its own samples and the target 
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -19,12 +21,13 @@ from torch import nn
 from .classifiers import HUB_OPTIONS, FrozenClassifier, load_classifier
 from .clip import load_class_vectors
 from .configuration_kiop import TARGET_TASK, KiOPPromptConfig, did_you_mean
+from .hub import read_prompt_index
 from .label_mapping import random_label_maps
 from .modeling_kiop import KiOPVisualPrompt
 from .pixels import checked_pixels, match_channels
+from .saving import PROMPT_INDEX, PROMPT_NAME, staged_save
 
 DEFAULT_PROMPT = "default"
-_PROMPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class KiOPModel(nn.Module):
@@ -46,6 +49,7 @@ class KiOPModel(nn.Module):
     def __init__(self, prompt: KiOPVisualPrompt, target: FrozenClassifier, prompt_name: str = DEFAULT_PROMPT):
         super().__init__()
         self.target = target
+        self._prompt_disabled = False
         self.prompts = nn.ModuleDict()
         self.active_prompt = prompt_name
         self.add_prompt(prompt, prompt_name)
@@ -67,7 +71,7 @@ class KiOPModel(nn.Module):
 
     def add_prompt(self, prompt: KiOPVisualPrompt, name: str) -> None:
         """Serve ``prompt`` under ``name`` on this target, after checking it was made for it."""
-        if not isinstance(name, str) or not _PROMPT_NAME.fullmatch(name) or name == TARGET_TASK:
+        if not isinstance(name, str) or not PROMPT_NAME.fullmatch(name) or name == TARGET_TASK:
             raise ValueError(
                 f"a prompt name is 1-64 letters, digits, '-' or '_' (not {TARGET_TASK!r}), got {name!r}; pass name="
             )
@@ -172,6 +176,10 @@ class KiOPModel(nn.Module):
         return self.target(self._canvas(checked_pixels(pixel_values), name, inner))
 
     def forward(self, pixel_values: torch.Tensor, task: str | None | list[str | None] = None):
+        if self._prompt_disabled:
+            if task not in (None, TARGET_TASK):
+                raise ValueError(f"with the prompt disabled only the target's own task is served, got task={task!r}")
+            return self.target(checked_pixels(pixel_values))
         if isinstance(task, (list, tuple)):
             return self._mixed(checked_pixels(pixel_values), list(task))
         return self._read(self.target_logits(pixel_values, task), *self.resolve_task(task))
@@ -271,12 +279,15 @@ class KiOPModel(nn.Module):
         *,
         target: FrozenClassifier | nn.Module | str | None = None,
         revision: str | None = None,
-        prompt_name: str = DEFAULT_PROMPT,
+        prompt_name: str | None = None,
+        selected_prompts: list[str] | None = None,
         **kwargs,
     ) -> KiOPModel:
-        """Load a prompt (folder or Hub id), then the target its config names at the revision it recorded (or
-        ``target``, which overrides it); a target that does not fit the prompt is refused. The one-prompt shortcut:
-        further prompts join with ``load_prompt``.
+        """Load a saved prompt folder or Hub repo: its prompt, then the target its config names at the revision it
+        recorded (or ``target``, which overrides it; a target that does not fit the prompt is refused), then every
+        other prompt it holds (``save_pretrained``'s subfolders; ``selected_prompts`` picks some by name). The top
+        prompt keeps the name it was saved under (``prompt_name`` renames it). Further prompts join with
+        ``load_prompt``.
 
         Hub keyword arguments (``token``, ``cache_dir``, ``local_files_only``, ``force_download``) apply to every
         file read: the prompt's, the target's and the stored class vectors.
@@ -313,7 +324,26 @@ class KiOPModel(nn.Module):
                 )
         if prompt.dtype != torch.float32:  # from_pretrained(dtype=...): the target runs in it too
             target = target.to(prompt.dtype)
-        return cls(prompt.eval(), target, prompt_name)
+        index = read_prompt_index(prompt_name_or_path, revision, **hub)
+        names = index["prompts"] if index else [DEFAULT_PROMPT]
+        selected = names if selected_prompts is None else list(selected_prompts)
+        unknown = sorted(set(selected) - set(names))
+        if unknown:
+            raise ValueError(f"selected_prompts names {unknown}, but {os.fspath(prompt_name_or_path)!r} holds {names}")
+        model = cls(prompt.eval(), target, prompt_name or names[0])
+        for name in [name for name in names[1:] if name in selected]:
+            model.load_prompt(prompt_name_or_path, name=name, subfolder=name, revision=revision, **hub)
+        return model
+
+    @contextmanager
+    def disable_prompt(self) -> Iterator[None]:
+        """Serve the bare target inside the block (PEFT's ``disable_adapter``): ``model(pixel_values)`` is then the
+        target's own logits on the images as given, with no ring around them."""
+        self._prompt_disabled = True
+        try:
+            yield
+        finally:
+            self._prompt_disabled = False
 
     def save_pretrained(
         self,
@@ -321,22 +351,52 @@ class KiOPModel(nn.Module):
         repo_id: str | None = None,
         sources: dict[str, FrozenClassifier] | None = None,
         card: dict | None = None,
+        selected_prompts: list[str] | None = None,
         **kwargs,
     ) -> None:
-        """Save the active prompt (config.json + model.safetensors + preprocessor_config.json + card) and the class
-        vectors of its CLIP-family models (the target, and ``sources`` if given); the target's weights stay where
-        they came from.
+        """Save every loaded prompt (or ``selected_prompts``), all or nothing: the active one at the top of
+        ``save_directory`` (config.json + model.safetensors + preprocessor_config.json + card), each other one in a
+        subfolder of its name, as PEFT saves adapters, with ``prompts.json`` naming them (a folder of one prompt has
+        no index); ``from_pretrained`` loads them all back. The class vectors of the CLIP-family models (the target, and ``sources`` if given) are
+        stored beside the active prompt; the target's weights stay where they came from.
 
-        ``card`` adds model card content (``write_model_card`` keywords: ``args``, ``history``, ``results``, ...).
+        ``card`` adds model card content to the active prompt's card (``write_model_card`` keywords: ``args``,
+        ``history``, ``results``, ...).
         """
-        self.prompt.save_pretrained(
-            save_directory,
+        repo_id = repo_id or Path(save_directory).resolve().name  # the card names the folder, not its staging
+        with staged_save(save_directory) as staging:
+            self.write_files(staging, repo_id=repo_id, sources=sources, card=card, selected_prompts=selected_prompts)
+
+    def write_files(
+        self,
+        folder: str | os.PathLike,
+        repo_id: str,
+        sources: dict[str, FrozenClassifier] | None = None,
+        card: dict | None = None,
+        selected_prompts: list[str] | None = None,
+    ) -> None:
+        """Write the prompts' files into ``folder`` (a staging folder: ``save_pretrained`` and the trainer make the
+        one crash-safe save around it)."""
+        names = self.prompt_names if selected_prompts is None else list(selected_prompts)
+        for name in names:
+            self._prompt_named(name)
+        if self.active_prompt not in names:
+            raise ValueError(f"selected_prompts must include the active prompt {self.active_prompt!r}, got {names}")
+        folder = Path(folder)
+        others = [name for name in names if name != self.active_prompt]
+        self.prompt.write_files(
+            folder,
             repo_id=repo_id,
             card_model=self,
             card=card,
             class_vector_models={TARGET_TASK: self.target, **(sources or {})},
-            **kwargs,
         )
+        for name in others:
+            (folder / name).mkdir()
+            self.prompts[name].write_files(folder / name, repo_id=f"{repo_id}/{name}")
+        if others:  # a folder of one prompt needs no index (and reads as folders saved before there was one)
+            index = {"active_prompt": self.active_prompt, "prompts": [self.active_prompt, *others]}
+            (folder / PROMPT_INDEX).write_text(json.dumps(index, indent=2) + "\n")
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Push the active prompt (not the target, which the prompt's config names) with a model card; keyword

@@ -84,7 +84,7 @@ class KiOPVisualPrompt(PreTrainedModel):
         from .hub import check_prompt_repo
 
         hub_kwargs = {key: kwargs[key] for key in HUB_OPTIONS if key in kwargs}
-        check_prompt_repo(pretrained_model_name_or_path, revision, **hub_kwargs)
+        check_prompt_repo(pretrained_model_name_or_path, revision, kwargs.get("subfolder"), **hub_kwargs)
         kwargs |= {"use_safetensors": True, "output_loading_info": True}
         corrupt = f"{os.fspath(pretrained_model_name_or_path)!r}: model.safetensors does not match its config.json"
         try:
@@ -116,26 +116,48 @@ class KiOPVisualPrompt(PreTrainedModel):
         **kwargs,
     ) -> None:
         """``config.json`` + ``model.safetensors`` + ``preprocessor_config.json``, and a model card (README.md,
-        naming ``repo_id`` in its usage snippet) with its pictures, all or nothing.
+        naming ``repo_id`` in its usage snippet) with its pictures, all or nothing (``write_files`` in one staged
+        save)."""
+        repo_id = repo_id or Path(save_directory).resolve().name  # the card names the folder, not its staging
+        push = kwargs.pop("push_to_hub", False)  # from the saved folder, not from its staging
+        with staged_save(save_directory) as staging:  # a kill leaves the old prompt or the new one
+            self.write_files(
+                staging,
+                *args,
+                repo_id=repo_id,
+                card_model=card_model,
+                card=card,
+                class_vector_models=class_vector_models,
+                **kwargs,
+            )
+        if push:
+            from .hub import push_prompt_folder
 
-        ``KiOPModel.save_pretrained`` passes the prompted model the card describes (``card_model``), the card's
-        training content (``card``) and the CLIP-family models whose class vectors are stored with the prompt.
+            push_prompt_folder(save_directory, repo_id)
+
+    def write_files(
+        self,
+        folder: str | os.PathLike,
+        *args,
+        repo_id: str,
+        card_model=None,
+        card: dict | None = None,
+        class_vector_models: dict | None = None,
+        **kwargs,
+    ) -> None:
+        """Write the prompt's files into ``folder`` (a staging folder: no crash safety of its own).
+
+        ``KiOPModel`` passes the prompted model the card describes (``card_model``), the card's training content
+        (``card``) and the CLIP-family models whose class vectors are stored with the prompt.
         """
         from .clip import save_class_vectors
         from .image_processing_kiop import KiOPImageProcessor
         from .model_card import write_model_card
 
-        repo_id = repo_id or Path(save_directory).resolve().name  # the card names the folder, not its staging
-        push = kwargs.pop("push_to_hub", False)  # from the saved folder, not from its staging
-        with staged_save(save_directory) as staging:  # a kill leaves the old prompt or the new one
-            super().save_pretrained(staging, *args, **kwargs)
-            KiOPImageProcessor.from_prompt_config(self.config).save_pretrained(staging)
-            save_class_vectors(staging, class_vector_models or {})
-            write_model_card(card_model or self, staging, repo_id=repo_id, **(card or {}))  # a person's text stays
-        if push:
-            from .hub import push_prompt_folder
-
-            push_prompt_folder(save_directory, repo_id)
+        super().save_pretrained(folder, *args, **kwargs)
+        KiOPImageProcessor.from_prompt_config(self.config).save_pretrained(folder)
+        save_class_vectors(folder, class_vector_models or {})
+        write_model_card(card_model or self, folder, repo_id=repo_id, **(card or {}))  # a person's text stays
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload the prompt with a model card (and its picture) to ``repo_id``, as PEFT adapters are pushed.

@@ -8,7 +8,9 @@ killed while committing is completed by the next save or load of that folder, fr
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +21,19 @@ from transformers.utils import CONFIG_NAME
 from .clip import CLASS_VECTORS_FILE
 from .model_card import CURVES_PICTURE, PROMPT_PICTURE
 
+PROMPT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a prompt's name, and so its subfolder's
+
 JOURNAL = ".kiop-committing"
 PROMPT_FILES = ("config.json", "model.safetensors")
+# Which prompts a folder holds: the active one at the top, each other one in a subfolder of its name (PEFT's
+# layout for adapters), so from_pretrained loads them all back.
+PROMPT_INDEX = "prompts.json"
 # What a prompt folder consists of, and all that publishing it uploads: a training folder also holds checkpoints
 # and tracker logs, and a user's folder may hold anything (a .env, private data), none of which may leave the
 # machine by accident. A save replaces these files and removes those of an earlier save it did not write.
 PUBLISHED = [
     *PROMPT_FILES,
+    PROMPT_INDEX,
     CLASS_VECTORS_FILE,
     "preprocessor_config.json",
     "README.md",
@@ -60,10 +68,21 @@ def staged_save(folder: str | os.PathLike) -> Iterator[Path]:
         raise
     folder.mkdir(parents=True, exist_ok=True)
     written = {folder / path.name for path in staging.iterdir()}
+    earlier_prompts = indexed_prompts(folder)
     (folder / JOURNAL).touch()
     _commit(folder, staging)
     for stale in {path for pattern in PUBLISHED for path in folder.glob(pattern)} - written:  # an earlier save's
         stale.unlink()
+    for name in set(earlier_prompts) - set(indexed_prompts(folder)):  # prompts the earlier save had, this one not
+        shutil.rmtree(folder / name, ignore_errors=True)
+
+
+def indexed_prompts(folder: str | os.PathLike) -> list[str]:
+    """The prompts a saved folder holds in subfolders (besides the one at its top), from its index."""
+    path = Path(folder) / PROMPT_INDEX
+    if not path.is_file():
+        return []
+    return [name for name in json.loads(path.read_text())["prompts"][1:] if PROMPT_NAME.fullmatch(name)]
 
 
 def finish_interrupted_save(folder: str | os.PathLike) -> None:
@@ -80,6 +99,8 @@ def finish_interrupted_save(folder: str | os.PathLike) -> None:
 
 def _commit(folder: Path, staging: Path) -> None:
     for path in sorted(staging.iterdir(), key=lambda p: p.name == CONFIG_NAME):  # config.json last
+        if path.is_dir() and (folder / path.name).is_dir():  # a prompt's subfolder replaces the old one whole
+            shutil.rmtree(folder / path.name)  # killed here, the next commit removes the rest and moves it in
         os.replace(path, folder / path.name)
     staging.rmdir()
     (folder / JOURNAL).unlink()

@@ -294,7 +294,7 @@ class KiOPTrainer:
         output_dir = Path(output_dir or self.args.output_dir)
         if self.accelerator.is_main_process:
             with staged_save(output_dir) as staging:  # prompt, card and results land together
-                self.model.save_pretrained(
+                self.model.write_files(
                     staging, repo_id=self.hub_model_id, sources=self.sources, card=training_card(self)
                 )
                 if self.results:

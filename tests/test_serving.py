@@ -223,3 +223,67 @@ def test_the_processor_reads_16_bit_arrays_and_images_by_their_fixed_range():
     torch.testing.assert_close(from_image, from_array, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="expected uint8, uint16 or float"):
         processor(ramp.astype(np.int64))
+
+
+def three_prompt_model():
+    model = KiOPModel.from_pretrained("user/gray-on-letters", prompt_name="gray")
+    model.load_prompt("user/digits-on-letters", name="digits")
+    third = KiOPModel.from_models(
+        model.target,
+        {"blobs": load_classifier(TinyCNN(1, 3).eval(), image_size=32, mean=[0.5], std=[0.2])},
+        image_size=32,
+        ring_sizes=[36, 48],
+        seed=7,
+    )
+    with torch.no_grad():
+        for ring in third.prompt.rings:
+            ring.normal_()
+    model.add_prompt(third.prompt, "blobs")
+    return model
+
+
+def outputs_of(model, images):
+    with torch.no_grad():
+        return {task: model(images if task.endswith("target") else images[:, :1], task=task) for task in model.tasks()}
+
+
+def test_every_loaded_prompt_is_saved_and_loads_back_locally_and_from_the_hub(two_prompts, tmp_path):
+    model = three_prompt_model()
+    images = torch.rand(3, 3, 32, 32)
+    expected = outputs_of(model, images)
+    model.save_pretrained(tmp_path / "three")
+    assert {p.name for p in (tmp_path / "three").iterdir()} >= {"config.json", "prompts.json", "digits", "blobs"}
+    for where in (tmp_path / "three", "user/three-prompts"):
+        if where == "user/three-prompts":
+            model.push_to_hub(where)
+            forget_downloads()
+        loaded = KiOPModel.from_pretrained(where)
+        assert loaded.prompt_names == ["gray", "digits", "blobs"] and loaded.active_prompt == "gray"
+        assert sum(isinstance(m, FrozenClassifier) for m in loaded.modules()) == 1  # one target for all three
+        for task, logits in outputs_of(loaded, images).items():
+            assert torch.equal(logits, expected[task]), task
+    picked = KiOPModel.from_pretrained(tmp_path / "three", selected_prompts=["gray", "blobs"])
+    assert picked.prompt_names == ["gray", "blobs"]
+    with pytest.raises(ValueError, match=r"selected_prompts names \['nope'\]"):
+        KiOPModel.from_pretrained(tmp_path / "three", selected_prompts=["nope"])
+
+    # saving fewer prompts over the folder removes the ones it no longer holds
+    model.delete_prompt("blobs")
+    model.save_pretrained(tmp_path / "three")
+    assert not (tmp_path / "three" / "blobs").exists()
+    assert KiOPModel.from_pretrained(tmp_path / "three").prompt_names == ["gray", "digits"]
+    model.save_pretrained(tmp_path / "three", selected_prompts=["gray"])
+    assert KiOPModel.from_pretrained(tmp_path / "three").prompt_names == ["default"]  # one prompt: no index
+    with pytest.raises(ValueError, match="must include the active prompt 'gray'"):
+        model.save_pretrained(tmp_path / "other", selected_prompts=["digits"])
+
+
+def test_disable_prompt_serves_the_bare_target(two_prompts):
+    model = KiOPModel.from_pretrained("user/gray-on-letters")
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad(), model.disable_prompt():
+        bare = model(images)
+        with pytest.raises(ValueError, match="only the target's own task is served"):
+            model(images, task="gray")
+    assert torch.equal(bare, model.target(images))
+    assert not torch.equal(model(images), bare)  # the core ring is back after the block
