@@ -357,8 +357,9 @@ class KiOPModel(nn.Module):
         """Save every loaded prompt (or ``selected_prompts``), all or nothing: the active one at the top of
         ``save_directory`` (config.json + model.safetensors + preprocessor_config.json + card), each other one in a
         subfolder of its name, as PEFT saves adapters, with ``prompts.json`` naming them (a folder of one prompt has
-        no index); ``from_pretrained`` loads them all back. The class vectors of the CLIP-family models (the target, and ``sources`` if given) are
-        stored beside the active prompt; the target's weights stay where they came from.
+        no index); ``from_pretrained`` loads them all back. The class vectors of the CLIP-family models (the
+        target, and ``sources`` if given) are stored beside the active prompt; the target's weights stay where they
+        came from.
 
         ``card`` adds model card content to the active prompt's card (``write_model_card`` keywords: ``args``,
         ``history``, ``results``, ...).
