@@ -285,3 +285,65 @@ def _load_timm(name: str, revision: str | None, hub: dict) -> tuple[nn.Module, d
         "mean": list(cfg["mean"]),
         "std": list(cfg["std"]),
     }
+
+
+# The fields of a plain-module source on the command line or in a config file (``module_classifier``).
+MODULE_SPEC_FIELDS = {
+    "module": "the factory that builds the network, as 'package.module:callable' (imported from your environment)",
+    "weights": "its state dict as a .safetensors file",
+    "image_size": "the side of the images it reads",
+    "mean": "its normalisation mean, one value per channel",
+    "std": "its normalisation std, one value per channel",
+    "class_names": "its class names (optional: counted from one forward pass if left out)",
+    "kwargs": "keyword arguments for the factory (optional)",
+}
+
+
+def module_classifier(spec: dict, name: str = "source") -> FrozenClassifier:
+    """A plain ``nn.Module`` classifier named by fields (``MODULE_SPEC_FIELDS``): the factory is imported and
+    called, the weights are read with safetensors (never unpickled) and must match the network exactly.
+
+    The factory is code of the caller's own environment, named by the caller (as a script given to ``accelerate
+    launch``); a prompt or a Hub repo never names one.
+    """
+    import importlib
+
+    from safetensors.torch import load_file
+
+    where = f"the spec of {name!r}"
+    if not isinstance(spec, dict):
+        raise TypeError(f"{where} must be an object of fields {sorted(MODULE_SPEC_FIELDS)}, got {spec!r}")
+    unknown = sorted(set(spec) - set(MODULE_SPEC_FIELDS))
+    missing = sorted({"module", "weights", "image_size", "mean", "std"} - set(spec))
+    if unknown or missing:
+        raise ValueError(
+            f"{where}: unknown fields {unknown}, missing fields {missing}; a plain-module source takes "
+            + "; ".join(f"{key}: {text}" for key, text in MODULE_SPEC_FIELDS.items())
+        )
+    module_name, _, attribute = str(spec["module"]).partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"{where}: module must be 'package.module:callable', got {spec['module']!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"{where}: cannot import {spec['module']!r} ({error})") from error
+    kwargs = spec.get("kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise TypeError(f"{where}: kwargs must be an object, got {kwargs!r}")
+    network = factory(**kwargs)
+    if not isinstance(network, nn.Module):
+        raise TypeError(f"{where}: {spec['module']!r} returned {type(network).__name__}, not a torch.nn.Module")
+    weights = Path(spec["weights"])
+    if weights.suffix != ".safetensors" or not weights.is_file():
+        raise ValueError(f"{where}: weights must be an existing .safetensors file, got {str(weights)!r}")
+    try:
+        network.load_state_dict(load_file(weights), strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"{where}: {weights} does not fit the network {spec['module']!r} ({error})") from error
+    return load_classifier(
+        network.eval(),
+        class_names=spec.get("class_names"),
+        image_size=spec["image_size"],
+        mean=spec["mean"],
+        std=spec["std"],
+    )

@@ -81,7 +81,9 @@ def parse_train_args(argv: list[str]) -> tuple[KiOPScriptArguments, KiOPTraining
         raise SystemExit(f"{config_path} sets unknown arguments {unknown}; see kiop-hf train --help")
     given = _given_pairs(argv)
     config = {
-        key: [f"{n}={v}" for n, v in value.items()] if key in PAIR_FIELDS and isinstance(value, dict) else value
+        key: [f"{n}={json.dumps(v) if isinstance(v, dict) else v}" for n, v in value.items()]
+        if key in PAIR_FIELDS and isinstance(value, dict)
+        else value
         for key, value in config.items()
         if key not in given
     }

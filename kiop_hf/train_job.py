@@ -6,10 +6,11 @@ model arguments it runs the embedded default on the reference zoo (built on firs
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .classifiers import load_classifier
+from .classifiers import MODULE_SPEC_FIELDS, load_classifier, module_classifier
 from .kiop_model import KiOPModel
 from .trainer import KiOPTrainer
 from .training_args import KiOPTrainingArguments, field_help
@@ -75,7 +76,12 @@ class KiOPScriptArguments:
     )
     source: list[str] = field(
         default_factory=list,
-        metadata=field_help("Source tasks and their models, as NAME=MODEL (repeat the flag).", action="append"),
+        metadata=field_help(
+            "Source tasks and their models, as NAME=MODEL (repeat the flag): a Hub id or folder, or a plain "
+            "torch.nn.Module as a JSON object of fields: module ('package.module:callable'), weights (.safetensors), "
+            "image_size, mean, std, and optionally class_names and kwargs.",
+            action="append",
+        ),
     )
     eval: list[str] = field(
         default_factory=list,
@@ -102,7 +108,7 @@ class KiOPScriptArguments:
     zoo_root: str = field(default=str(DEFAULT_ROOT), metadata=field_help("Zoo folder of the embedded default."))
 
     def __post_init__(self):
-        self.source = parse_pairs(self.source, "--source")
+        self.source = {name: source_spec(name, value) for name, value in parse_pairs(self.source, "--source").items()}
         self.eval = parse_pairs(self.eval, "--eval")
         if (self.target is None) != (not self.source):
             raise ValueError("give both --target and at least one --source, or neither for the embedded default")
@@ -119,10 +125,11 @@ class KiOPScriptArguments:
         return True if self.resume in (True, "last", "true", "True") else str(self.resume)
 
 
-def parse_pairs(values, flag: str) -> dict[str, str]:
-    """``NAME=VALUE`` strings (flattened from repeated flags) or a dict from a config file, as a dict."""
+def parse_pairs(values, flag: str) -> dict[str, str | dict]:
+    """``NAME=VALUE`` strings (flattened from repeated flags) or a dict from a config file, as a dict (a config
+    file's values stay objects where they are: a plain-module source's fields)."""
     if isinstance(values, dict):
-        return {str(name): str(value) for name, value in values.items()}
+        return {str(name): value if isinstance(value, dict) else str(value) for name, value in values.items()}
     flat = [v for value in values for v in ([value] if isinstance(value, str) else value)]
     pairs = {}
     for value in flat:
@@ -133,6 +140,29 @@ def parse_pairs(values, flag: str) -> dict[str, str]:
             raise ValueError(f"{flag} names {name!r} twice ({pairs[name]!r} and {path!r}); give each name once")
         pairs[name] = path
     return pairs
+
+
+def source_spec(name: str, value: str | dict) -> str | dict:
+    """A source as named on the command line or in a config file: a Hub id or folder, or the fields of a plain
+    module (a JSON object on the command line), checked before any model loads."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--source {name}=... is not a valid JSON object ({error})") from None
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(MODULE_SPEC_FIELDS))
+        if unknown or "module" not in value:
+            raise ValueError(
+                f"--source {name}: a plain-module source takes the fields {sorted(MODULE_SPEC_FIELDS)} (module "
+                f"required), got {sorted(value)}"
+            )
+    return value
+
+
+def load_source(name: str, source: str | dict):
+    """The frozen classifier of one ``--source``: a named model, or a plain module built from its fields."""
+    return module_classifier(source, name) if isinstance(source, dict) else load_classifier(source)
 
 
 def with_zoo_defaults(script: KiOPScriptArguments, training: KiOPTrainingArguments, log=print) -> None:
@@ -170,7 +200,7 @@ def run_kiop(script: KiOPScriptArguments, training: KiOPTrainingArguments, log=p
     if script.embedded:
         with_zoo_defaults(script, training, log=log)
     target = load_classifier(script.target)
-    sources = {name: load_classifier(path) for name, path in script.source.items()}
+    sources = {name: load_source(name, source) for name, source in script.source.items()}
     model = KiOPModel.from_models(
         target, sources, image_size=script.image_size, ring_sizes=script.ring_sizes, seed=training.seed
     )

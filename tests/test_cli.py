@@ -164,3 +164,47 @@ def test_the_embedded_default_names_its_seed_and_zoo_build_beside_the_benchmark(
         assert "compare runs over several seeds" in embedded_default_summary(script, other, {"gray": 0.5})
     finally:
         del EMBEDDED_DEFAULT_BENCHMARK[digest]
+
+
+def test_a_plain_module_source_trains_from_the_command_line_and_a_config_file(transformers_folder, tmp_path):
+    from safetensors.torch import save_file
+
+    from .helpers import TinyCNN
+
+    torch.manual_seed(0)
+    weights = tmp_path / "cnn.safetensors"
+    save_file(TinyCNN(in_channels=1, num_classes=4).state_dict(), weights)
+    spec = {
+        "module": "tests.helpers:TinyCNN",
+        "kwargs": {"in_channels": 1, "num_classes": 4},
+        "weights": str(weights),
+        "image_size": 32,
+        "mean": [0.3],
+        "std": [0.25],
+        "class_names": ["a", "b", "c", "d"],
+    }
+    tiny = ["--rounds", "1", "--synthesizer", "fast", "--kd-steps", "2", "--batch-size", "8", "--cpu"]
+    output = tmp_path / "flags"
+    main(["train", "--target", str(transformers_folder), "--source", f"cnn={json.dumps(spec)}",
+          "--ring-sizes", "36", "40", "--output-dir", str(output), *tiny])  # fmt: skip
+    model = KiOPModel.from_pretrained(output)
+    assert model.class_names("cnn") == ["a", "b", "c", "d"]
+    assert model.config.source("cnn")["num_channels"] == 1
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        json.dumps({"target": str(transformers_folder), "source": {"cnn": spec}, "ring_sizes": [36, 40]})
+    )
+    main(["train", "--config", str(config), "--output-dir", str(tmp_path / "yaml"), *tiny])
+    assert KiOPModel.from_pretrained(tmp_path / "yaml").class_names("cnn") == ["a", "b", "c", "d"]
+
+    save_file(TinyCNN(in_channels=3, num_classes=4).state_dict(), tmp_path / "rgb.safetensors")
+    for fields, message in [
+        ({"weights": str(tmp_path / "rgb.safetensors")}, "does not fit the network 'tests.helpers:TinyCNN'"),
+        ({"weights": str(tmp_path / "cnn.pt")}, "weights must be an existing .safetensors file"),
+        ({"module": "tests.helpers:Nope"}, "cannot import 'tests.helpers:Nope'"),
+        ({"colour": "red"}, "a plain-module source takes the fields"),
+    ]:
+        with pytest.raises((ValueError, SystemExit), match=message):
+            main(["train", "--target", str(transformers_folder), "--source", f"cnn={json.dumps(spec | fields)}",
+                  "--output-dir", str(tmp_path / "bad"), *tiny])  # fmt: skip
