@@ -199,12 +199,12 @@ def test_a_plain_module_source_trains_from_the_command_line_and_a_config_file(tr
     assert KiOPModel.from_pretrained(tmp_path / "yaml").class_names("cnn") == ["a", "b", "c", "d"]
 
     save_file(TinyCNN(in_channels=3, num_classes=4).state_dict(), tmp_path / "rgb.safetensors")
-    for fields, message in [
+    for change, message in [
         ({"weights": str(tmp_path / "rgb.safetensors")}, "does not fit the network 'tests.helpers:TinyCNN'"),
         ({"weights": str(tmp_path / "cnn.pt")}, "weights must be an existing .safetensors file"),
         ({"module": "tests.helpers:Nope"}, "cannot import 'tests.helpers:Nope'"),
         ({"colour": "red"}, "a plain-module source takes the fields"),
     ]:
         with pytest.raises((ValueError, SystemExit), match=message):
-            main(["train", "--target", str(transformers_folder), "--source", f"cnn={json.dumps(spec | fields)}",
+            main(["train", "--target", str(transformers_folder), "--source", f"cnn={json.dumps(spec | change)}",
                   "--output-dir", str(tmp_path / "bad"), *tiny])  # fmt: skip
