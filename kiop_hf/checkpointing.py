@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 CHECKPOINTS = "checkpoints"
@@ -143,9 +144,15 @@ def read_checkpoint(folder: str | os.PathLike, rank: int) -> dict:
             )
     try:
         values = json.loads(values_file.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{values_file} is not valid JSON ({error}); the checkpoint is corrupt") from error
-    return join_state(load_file(tensors_file) | values)
+    try:
+        tensors = load_file(tensors_file)
+    except SafetensorError as error:
+        raise ValueError(
+            f"{tensors_file} is not a readable safetensors file ({error}); the checkpoint is corrupt"
+        ) from error
+    return join_state(tensors | values)
 
 
 def check_fingerprint(recorded: dict, current: dict, folder: Path, overrides=()) -> None:

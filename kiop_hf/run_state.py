@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ import torch
 from .checkpointing import (
     CHECKPOINTS,
     check_fingerprint,
-    latest_checkpoint,
+    checkpoint_folders,
     random_states,
     read_checkpoint,
     set_random_states,
@@ -103,10 +104,11 @@ def capture(trainer) -> dict:
 def restore(trainer, folder: str | Path | None) -> None:
     """Restore ``trainer`` (set up, not yet trained) from ``folder``, or the run's latest checkpoint."""
     args, device = trainer.args, trainer.accelerator.device
-    folder = Path(folder) if folder else latest_checkpoint(args.output_dir)
-    if folder is None:
-        raise FileNotFoundError(f"no checkpoint to resume from under {Path(args.output_dir) / CHECKPOINTS}")
-    state = read_checkpoint(folder, trainer.accelerator.process_index)
+    if folder:
+        folder = Path(folder)
+        state = read_checkpoint(folder, trainer.accelerator.process_index)
+    else:
+        folder, state = _newest_intact(trainer)
     if "run" not in state or "fingerprint" not in state["run"]:
         raise ValueError(
             f"{folder} was written by an earlier kiop_hf (accelerate's pickled format) and cannot be resumed"
@@ -134,6 +136,28 @@ def restore(trainer, folder: str | Path | None) -> None:
         if state.get("synthesizer", {}).get(name):
             synthesizer.load_state_dict(_to_device(state["synthesizer"][name], device))
     set_random_states(state["random"], device)  # last: nothing after it may draw before the next round
+
+
+def _newest_intact(trainer) -> tuple[Path, dict]:
+    """The newest checkpoint every process can read, warning about each newer one that was damaged after it
+    landed (a checkpoint is complete when it lands, so damage is a disk's or a person's doing)."""
+    accelerator, output_dir = trainer.accelerator, trainer.args.output_dir
+    folders = checkpoint_folders(output_dir)
+    if not folders:
+        raise FileNotFoundError(f"no checkpoint to resume from under {Path(output_dir) / CHECKPOINTS}")
+    for folder in reversed(folders):
+        try:
+            state, problem = read_checkpoint(folder, accelerator.process_index), None
+        except (FileNotFoundError, ValueError) as error:
+            state, problem = None, error
+        readable = torch.tensor(float(state is not None), device=accelerator.device)
+        if accelerator.reduce(readable, reduction="sum").item() == accelerator.num_processes:
+            return folder, state
+        warnings.warn(
+            f"checkpoint {folder} is damaged ({problem or 'on another process'}); resuming from the one before it",
+            stacklevel=3,
+        )
+    raise ValueError(f"every checkpoint under {Path(output_dir) / CHECKPOINTS} is damaged; train afresh")
 
 
 def stretch_schedule(optimizer, scheduler, total_steps: int) -> None:

@@ -399,3 +399,23 @@ def test_two_processes_synthesise_different_data_and_keep_one_prompt(transformer
         script, (transformers_folder, timm_folder), tmp_path / "single", 1, seed_per_process=False
     )
     assert torch.equal(same[0]["rings"], single["rings"]) and torch.equal(same[1]["bank"], single["bank"])
+
+
+def test_resume_falls_back_past_a_checkpoint_damaged_after_it_landed(transformers_folder, timm_folder, tmp_path):
+    run = tmp_path / "run"
+    tiny_run(transformers_folder, timm_folder, run, rounds=2, save_total_limit=None).train()
+    older, newest = checkpoint_folders(run)[-2:]
+    data = (newest / "run_state_0.safetensors").read_bytes()
+    (newest / "run_state_0.safetensors").write_bytes(data[: len(data) // 2])  # a disk's doing, after it landed
+    resumed = tiny_run(transformers_folder, timm_folder, run, rounds=2, save_total_limit=None)
+    with pytest.warns(UserWarning, match=rf"checkpoint {re.escape(str(newest))} is damaged .*resuming from the one"):
+        resumed.train(resume_from_checkpoint=True)
+    assert [logs["round"] for logs in resumed.history] == [1, 2]  # round 2 ran again from the round-1 checkpoint
+    assert older.name == "checkpoint_0"
+    (older / "run_state_0.json").write_text("{")
+    for folder in checkpoint_folders(run)[2:]:
+        (folder / "run_state_0.json").write_text("{")
+    with pytest.raises(ValueError, match="every checkpoint under .* is damaged"), pytest.warns(UserWarning):
+        tiny_run(transformers_folder, timm_folder, run, rounds=2).train(resume_from_checkpoint=True)
+    with pytest.raises(ValueError, match="run_state_0.safetensors is not a readable safetensors file"):
+        tiny_run(transformers_folder, timm_folder, run, rounds=2).train(resume_from_checkpoint=str(newest))
