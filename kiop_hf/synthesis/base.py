@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import trange
 
 from ..augment import random_resized_crop
 from ..classifiers import FrozenClassifier
@@ -95,16 +96,17 @@ class Synthesizer(ABC):
     def _view(self, images: torch.Tensor) -> torch.Tensor:
         return random_resized_crop(images, scale=(0.85, 1.0))
 
-    def synthesize(self, student: Student) -> torch.Tensor:
+    def synthesize(self, student: Student, progress: bool = False) -> torch.Tensor:
+        """One round against ``student``; its best batch. ``progress`` shows a bar over the round's steps."""
         with self.statistics, fresh_autocast_casts():
-            return self._synthesize(student)
+            return self._synthesize(student, progress)
 
-    def _synthesize(self, student: Student) -> torch.Tensor:
+    def _synthesize(self, student: Student, progress: bool) -> torch.Tensor:
         device = self.model.mean.device
         optimizer = self._start_round(device)
         labels = self._round_labels(device)
         best_loss, best, best_terms = math.inf, None, {}
-        for _ in range(self.synthesis_steps):
+        for _ in trange(self.synthesis_steps, desc=type(self).__name__, leave=False, disable=not progress):
             images = self._draw()
             view = self._view(images)
             self.statistics.clear()
