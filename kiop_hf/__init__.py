@@ -6,9 +6,9 @@ from .classifiers import FrozenClassifier, load_classifier
 from .configuration_kiop import KiOPPromptConfig
 from .image_classification import KiOPForImageClassification
 from .image_processing_kiop import KiOPImageProcessor
-from .kiop_model import KiOPModel
 from .label_mapping import random_label_maps
 from .modeling_kiop import KiOPVisualPrompt
+from .prompted_model import KiOPModel
 from .train_job import KiOPScriptArguments
 from .trainer import KiOPTrainer
 from .training_args import KiOPTrainingArguments

@@ -130,7 +130,7 @@ def _push(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from .evaluation import evaluate_tasks
-    from .kiop_model import KiOPModel
+    from .prompted_model import KiOPModel
 
     model = KiOPModel.from_pretrained(args.prompt, revision=args.revision)
     try:

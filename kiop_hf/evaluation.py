@@ -9,8 +9,8 @@ import torch
 
 from .configuration_kiop import TARGET_TASK
 from .data import dataset_tensors, image_column, load_image_dataset
-from .kiop_model import KiOPModel
 from .pixels import to_unit_range
+from .prompted_model import KiOPModel
 
 ACCURACY_METRIC = Path(__file__).parent / "metrics" / "accuracy"
 

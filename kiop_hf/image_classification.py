@@ -22,8 +22,8 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .configuration_kiop import KiOPPromptConfig
-from .kiop_model import KiOPModel
 from .pixels import checked_pixels, match_channels
+from .prompted_model import KiOPModel
 
 # what transformers' from_pretrained machinery may pass that a prompt's loading does not take (the auto classes
 # and the pipeline add them); a prompt is always fp32 rings over the target's own dtype

@@ -19,7 +19,7 @@ from transformers.image_utils import load_image
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .image_processing_kiop import KiOPImageProcessor
-from .kiop_model import KiOPModel
+from .prompted_model import KiOPModel
 
 PIPELINE_TASK = "kiop-image-classification"
 

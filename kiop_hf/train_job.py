@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .classifiers import MODULE_SPEC_FIELDS, load_classifier, module_classifier
-from .kiop_model import KiOPModel
+from .prompted_model import KiOPModel
 from .trainer import KiOPTrainer
 from .training_args import KiOPTrainingArguments, field_help
 from .zoo.build import DEFAULT_ROOT

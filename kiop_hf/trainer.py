@@ -29,10 +29,10 @@ from .classifiers import FrozenClassifier
 from .configuration_kiop import TARGET_TASK
 from .data import dataset_tensors
 from .evaluation import evaluate_tasks
-from .kiop_model import KiOPModel
 from .label_mapping import frequency_label_maps
 from .losses import distillation_loss
 from .pixels import resize
+from .prompted_model import KiOPModel
 from .saving import staged_save
 from .synthesis import DataBank, make_synthesizer
 from .training_args import KiOPTrainingArguments
