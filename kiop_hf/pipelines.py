@@ -41,6 +41,7 @@ class KiOPImageClassificationPipeline(Pipeline):
             image_processor=image_processor or KiOPImageProcessor.from_prompt_config(model.config),
             **kwargs,
         )
+        self._processors = {model.active_prompt: self.image_processor}
 
     def _sanitize_parameters(self, top_k: int | None = None, task: str | None = None, timeout: float | None = None):
         forward = {"task": task} if task is not None else {}
@@ -52,8 +53,9 @@ class KiOPImageClassificationPipeline(Pipeline):
         if isinstance(image, str):  # a path or URL, as transformers' image pipelines take
             image = load_image(image, timeout=timeout)
         name, _ = self.model.resolve_task(task)
-        processor = KiOPImageProcessor.from_prompt_config(self.model.prompts[name].config)
-        return processor(image, return_tensors="pt", num_channels=self.model.input_channels(task))
+        if name not in self._processors:  # one per prompt, built on its first image
+            self._processors[name] = KiOPImageProcessor.from_prompt_config(self.model.prompts[name].config)
+        return self._processors[name](image, return_tensors="pt", num_channels=self.model.input_channels(task))
 
     def _forward(self, model_inputs, task: str | None = None):
         return {"logits": self.model(model_inputs["pixel_values"], task=task)}

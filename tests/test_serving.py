@@ -287,3 +287,36 @@ def test_disable_prompt_serves_the_bare_target(two_prompts):
             model(images, task="gray")
     assert torch.equal(bare, model.target(images))
     assert not torch.equal(model(images), bare)  # the core ring is back after the block
+
+
+def test_the_processor_takes_transformers_standard_arguments(tmp_path):
+    processor = KiOPImageProcessor(size={"height": 16, "width": 16}, num_channels=1)
+    assert processor.image_size == 16 and processor.size == {"height": 16, "width": 16}
+    processor.save_pretrained(tmp_path)
+    again = KiOPImageProcessor.from_pretrained(tmp_path)
+    assert again.size == {"height": 16, "width": 16} and again.num_channels == 1
+    gray = np.full((20, 20), 51, dtype=np.uint8)
+    assert processor(gray)["pixel_values"].shape == (1, 1, 16, 16)
+    torch.testing.assert_close(processor(gray)["pixel_values"], torch.full((1, 1, 16, 16), 0.2))
+    assert processor(gray, size={"height": 8, "width": 8})["pixel_values"].shape == (1, 1, 8, 8)
+    torch.testing.assert_close(
+        processor(gray, rescale_factor=1 / 510)["pixel_values"], torch.full((1, 1, 16, 16), 0.1)
+    )
+    assert processor(Image.new("L", (16, 16), 102), rescale_factor=1 / 1020)["pixel_values"].max().item() == (
+        pytest.approx(0.1)
+    )
+    floats = torch.rand(1, 16, 16)
+    assert torch.equal(processor(floats, do_rescale=False, do_resize=False)["pixel_values"][0], floats)
+    with pytest.raises(ValueError, match="do_rescale=False takes float images"):
+        processor(gray, do_rescale=False)
+    with pytest.raises(ValueError, match="do_resize=False but the image is 20x20; the prompt takes 16x16"):
+        processor(gray, do_resize=False)
+    with pytest.raises(ValueError, match="a prompt's core is square"):
+        KiOPImageProcessor(size={"height": 16, "width": 24})
+    with pytest.raises(ValueError, match=r"rescale_factor must be a number in \(0, 1\]"):
+        processor(gray, rescale_factor=255)
+    rgb = Image.new("RGB", (16, 16), (255, 0, 0))
+    luma = KiOPImageProcessor(16, 1)(rgb)["pixel_values"]
+    assert torch.equal(KiOPImageProcessor(16, 1, do_convert_rgb=True)(rgb.convert("P"))["pixel_values"], luma)
+    with pytest.raises(TypeError, match="KiOPImageProcessor takes return_tensors, num_channels, size"):
+        processor(gray, image_mean=[0.5])
