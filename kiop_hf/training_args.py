@@ -236,8 +236,9 @@ class KiOPTrainingArguments:
     mixed_precision: MixedPrecision | None = field(
         default=None,
         metadata=field_help(
-            '"no" or "bf16": autocast for the frozen models\' passes and the generator (the prompt\'s parameters and '
-            "optimizer stay fp32); None takes accelerate's setting (`accelerate launch --mixed_precision bf16`)."
+            '"no" or "bf16": autocast for the synthesis (the generator and the frozen models\' passes in it); '
+            "knowledge storing, the prompt's parameters and its optimizer stay fp32 (bf16 there cost accuracy). "
+            "None takes accelerate's setting (`accelerate launch --mixed_precision bf16`)."
         ),
     )
     resume_overrides: list[str] = field(
