@@ -122,10 +122,23 @@ def _train(argv: list[str]) -> None:
 
 
 def _push(args: argparse.Namespace) -> None:
-    from .hub import push_prompt_folder
+    from .hub import publish
 
-    commit = push_prompt_folder(args.folder, args.repo_id, private=args.private or None, revision=args.revision)
-    print(f"pushed {args.folder} to {args.repo_id}: {commit.commit_url}")
+    try:
+        source_repos = parse_pairs(args.source_repo or [], "--source_repo")
+        commit = publish(
+            args.folder,
+            args.repo_id,
+            private=args.private or None,
+            revision=args.branch,
+            tag=args.revision,
+            target_repo=args.target_repo,
+            source_repos=source_repos,
+        )
+    except (ValueError, FileNotFoundError) as error:  # what is wrong with the folder or the names: one line
+        raise SystemExit(f"kiop-hf push: {error}") from None
+    tagged = f" (tag {args.revision})" if args.revision else ""
+    print(f"pushed {args.folder} to {args.repo_id}{tagged}: {commit.commit_url}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
@@ -162,7 +175,20 @@ def main(argv: list[str] | None = None) -> None:
     push.add_argument("folder", help="the prompt folder (a training run's --output-dir)")
     push.add_argument("repo_id", help="the Hub repo to create or update, e.g. user/fashion-on-letters")
     push.add_argument("--private", action="store_true", help="create the repo private")
-    push.add_argument("--revision", help="branch to push to")
+    push.add_argument("--revision", help="tag the pushed commit with this new revision name, e.g. v1")
+    push.add_argument("--branch", help="branch to push to (default: main)")
+    push.add_argument(
+        "--target_repo",
+        "--target-repo",
+        help="Hub id the target is published under, named in the published config in place of its local path",
+    )
+    push.add_argument(
+        "--source_repo",
+        "--source-repo",
+        action="append",
+        metavar="NAME=REPO",
+        help="Hub id a source is published under, in place of its local path (repeat per source)",
+    )
     push.set_defaults(func=_push)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["train"]:

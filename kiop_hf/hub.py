@@ -18,8 +18,8 @@ from huggingface_hub.errors import (
 )
 
 from .clip import CLASS_VECTORS_FILE
-from .configuration_kiop import KiOPPromptConfig, check_config_object
-from .model_card import card_for_repo
+from .configuration_kiop import TARGET_TASK, KiOPPromptConfig, check_config_object
+from .model_card import card_for_repo, hub_id
 from .saving import PROMPT_FILES, PROMPT_INDEX, PUBLISHED, finish_interrupted_save, indexed_prompts
 
 
@@ -29,32 +29,97 @@ def create_prompt_repo(repo_id: str, *, private: bool | None = None, token: str 
     return HfApi(token=token).create_repo(repo_id, private=private, exist_ok=True).repo_id
 
 
-def upload_prompt_folder(
+def local_models(config: dict) -> dict[str, str]:
+    """The models a prompt's config names by a local path (``"target"``, or a source's name): another machine
+    could not load the target, nor find the sources, so a published prompt must name them by Hub id."""
+    named = {TARGET_TASK: config.get("target_name_or_path")}
+    named |= {source["name"]: source.get("name_or_path") for source in config.get("sources") or []}
+    return {who: name for who, name in named.items() if name and hub_id(name) is None}
+
+
+def check_publishable(config: dict, where: str, renamed: set[str] = frozenset()) -> None:
+    """Refuse, before anything is uploaded or trained, a prompt that names its target or a source by a local path
+    (other than those being renamed), saying how to name the Hub id instead."""
+    local = {who: name for who, name in local_models(config).items() if who not in renamed}
+    if not local:
+        return
+    role = lambda who: "the target" if who == TARGET_TASK else f"the source {who!r}"  # noqa: E731
+    named = ", ".join(f"{role(who)} as {name!r}" for who, name in local.items())
+    flags = " ".join(
+        "--target_repo USER/TARGET" if who == TARGET_TASK else f"--source_repo {who}=USER/SOURCE" for who in local
+    )
+    raise ValueError(
+        f"{where} names {named}: a local path, which no other machine can load. Publish the model on the Hub and "
+        f"name it there: kiop-hf push FOLDER REPO {flags} (push_to_hub(..., target_repo=, source_repos=)), or "
+        "load the model by its Hub id before training (--target / --source)"
+    )
+
+
+def renamed_config(config: dict, target_repo: str | None, source_repos: dict[str, str], api: HfApi) -> dict:
+    """``config`` naming the target and sources by the given Hub ids (the target pinned at its current commit),
+    as published; each id must exist on the Hub."""
+    config = json.loads(json.dumps(config))
+    sources = {source["name"]: source for source in config.get("sources") or []}
+    unknown = sorted(set(source_repos) - set(sources))
+    if unknown:
+        raise ValueError(f"source_repos names {unknown}, which the prompt has not; its sources are {sorted(sources)}")
+    for repo in [target_repo, *source_repos.values()]:
+        if repo is not None and hub_id(repo) is None:
+            raise ValueError(f"{repo!r} is not a Hub repo id (expected namespace/name)")
+    try:
+        if target_repo is not None:
+            config["target_name_or_path"], config["target_revision"] = target_repo, api.model_info(target_repo).sha
+        for name, repo in source_repos.items():
+            sources[name]["name_or_path"], sources[name]["revision"] = repo, api.model_info(repo).sha
+    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+        raise ValueError(f"a model the prompt is to name is not on the Hub: {error}") from error
+    return config
+
+
+def publish(
     folder: str | os.PathLike,
     repo_id: str,
     *,
-    commit_message: str = "Upload KiOP prompt",
+    private: bool | None = None,
     token: str | None = None,
     revision: str | None = None,
+    tag: str | None = None,
     create_pr: bool = False,
+    commit_message: str = "Upload KiOP prompt",
+    target_repo: str | None = None,
+    source_repos: dict[str, str] | None = None,
 ) -> CommitInfo:
-    """Upload a saved prompt folder to the existing ``repo_id``: only the files ``PUBLISHED`` names (prompt, class
-    vectors, card and its pictures, results) at the folder's top level."""
-    folder = Path(folder)
+    """The one way a prompt folder reaches the Hub (every ``push_to_hub`` and ``kiop-hf push`` end here).
+
+    Creates ``repo_id`` if needed and uploads only the files ``PUBLISHED`` names (prompt, class vectors, card and
+    its pictures, results), for the top prompt and the prompts in its subfolders, to the branch ``revision``;
+    ``tag`` tags the new commit (refused up front if the repo has it). A prompt that names its target or a source
+    by a local path is refused, unless ``target_repo`` / ``source_repos`` name their Hub ids: the published
+    config then names those (the folder itself is left as it is).
+    """
+    folder, source_repos = Path(folder), dict(source_repos or {})
     finish_interrupted_save(folder)  # never publish half of a save that was killed while moving its files in
     missing = [name for name in PROMPT_FILES if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} is not a saved prompt: it lacks {missing} (save it with save_pretrained)")
-    config = json.loads((folder / "config.json").read_text())
-    if config.get("target_library") == "clip" and not (folder / CLASS_VECTORS_FILE).is_file():
-        raise FileNotFoundError(
-            f"{folder} lacks {CLASS_VECTORS_FILE}, which its CLIP target needs: save the prompt with its target "
-            "(KiOPModel.save_pretrained / push_to_hub) so the class vectors are stored"
-        )
+    subfolders = indexed_prompts(folder)  # the other prompts of a folder that holds several
+    configs = {prefix: json.loads((folder / prefix / "config.json").read_text()) for prefix in ["", *subfolders]}
+    renamed = ({TARGET_TASK} if target_repo else set()) | set(source_repos)
+    for prefix, config in configs.items():
+        check_publishable(config, f"the prompt in {folder / prefix}", renamed)
+        if config.get("target_library") == "clip" and not (folder / prefix / CLASS_VECTORS_FILE).is_file():
+            raise FileNotFoundError(
+                f"{folder / prefix} lacks {CLASS_VECTORS_FILE}, which its CLIP target needs: save the prompt with its "
+                "target (KiOPModel.save_pretrained / push_to_hub) so the class vectors are stored"
+            )
     api = HfApi(token=token)
+    if renamed:
+        configs = {prefix: renamed_config(c, target_repo, source_repos, api) for prefix, c in configs.items()}
+    repo_id = create_prompt_repo(repo_id, private=private, token=token)
+    if tag is not None and _has_revision(api, repo_id, tag):
+        raise ValueError(f"{repo_id} already has a revision {tag!r}; a tag names one commit for good, pick a new one")
     if revision not in (None, "main"):
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    subfolders = indexed_prompts(folder)  # the other prompts of a folder that holds several
     allowed = [*PUBLISHED, *(f"{name}/{pattern}" for name in subfolders for pattern in PUBLISHED)]
     with tempfile.TemporaryDirectory() as staging:  # the published files, the card naming this repo
         for prefix in ["", *subfolders]:
@@ -62,10 +127,13 @@ def upload_prompt_folder(
             for pattern in PUBLISHED:
                 for path in (folder / prefix).glob(pattern):
                     shutil.copy2(path, Path(staging) / prefix / path.name)
+            if renamed:
+                (Path(staging) / prefix / "config.json").write_text(json.dumps(configs[prefix], indent=2) + "\n")
         if (folder / "README.md").is_file():
-            (Path(staging) / "README.md").write_text(card_for_repo(folder / "README.md", repo_id))
+            card = card_for_repo(folder / "README.md", repo_id, KiOPPromptConfig.from_dict(configs[""]))
+            (Path(staging) / "README.md").write_text(card)
         stale = _stale_files(api, repo_id, revision, Path(staging), subfolders)
-        return api.upload_folder(
+        commit = api.upload_folder(
             repo_id=repo_id,
             folder_path=staging,
             commit_message=commit_message,
@@ -74,6 +142,17 @@ def upload_prompt_folder(
             allow_patterns=allowed,
             delete_patterns=stale or None,
         )
+    if tag is not None:
+        api.create_tag(repo_id, tag=tag, revision=commit.oid)
+    return commit
+
+
+def _has_revision(api: HfApi, repo_id: str, revision: str) -> bool:
+    try:
+        api.model_info(repo_id, revision=revision)
+    except RevisionNotFoundError:
+        return False
+    return True
 
 
 def _stale_files(api: HfApi, repo_id: str, revision: str | None, staging: Path, subfolders: list[str]) -> list[str]:
@@ -94,21 +173,12 @@ def _stale_files(api: HfApi, repo_id: str, revision: str | None, staging: Path, 
     return stale
 
 
-def push_prompt_folder(
-    folder: str | os.PathLike, repo_id: str, *, private: bool | None = None, **kwargs
-) -> CommitInfo:
-    """Create ``repo_id`` if needed and upload the saved prompt ``folder`` (``kiop-hf push``); keyword arguments
-    as for ``upload_prompt_folder``."""
-    repo_id = create_prompt_repo(repo_id, private=private, token=kwargs.get("token"))
-    return upload_prompt_folder(folder, repo_id, **kwargs)
-
-
 def push_saved(model, repo_id: str, *, private: bool | None = None, **kwargs) -> CommitInfo:
-    """Save ``model`` (a prompt, or a prompt with its target) with a card for ``repo_id`` and upload it."""
+    """Save ``model`` (a prompt, or a prompt with its target) with a card naming ``repo_id`` and ``publish`` it."""
     repo_id = create_prompt_repo(repo_id, private=private, token=kwargs.get("token"))
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, repo_id=repo_id)
-        return upload_prompt_folder(folder, repo_id, **kwargs)
+        return publish(folder, repo_id, **kwargs)
 
 
 def read_prompt_index(name_or_path: str | os.PathLike, revision: str | None = None, **hub_kwargs) -> dict | None:

@@ -245,13 +245,16 @@ def _card_data(config, repo_id: str, results: dict, eval_sets: dict, datasets: l
     )
 
 
-def card_for_repo(path: Path, repo_id: str) -> str:
-    """A saved card's text as published to ``repo_id``: a generated card's usage snippet and ``model-index`` name
-    the repo (the folder's save named the folder); a person's README is published as written."""
-    text = path.read_text()
-    if not _generated(text):
-        return text
-    card = ModelCard(text)
+def card_for_repo(path: Path, repo_id: str, config) -> str:
+    """A saved card's text as published to ``repo_id`` with ``config``: a generated card's usage snippet and
+    ``model-index`` name the repo (a folder's own save named the folder), and its metadata the models the published
+    config names; a person's README keeps its text."""
+    card = ModelCard(path.read_text())
+    target_id = hub_id(config.target_name_or_path)
+    card.data.base_model, card.data.base_model_relation = target_id, "adapter" if target_id else None
+    card.data.source_models = [s for s in (hub_id(source["name_or_path"]) for source in config.sources) if s] or None
+    if not _generated(card.text):
+        return str(card)
     card.text = re.sub(r'KiOPModel\.from_pretrained\("[^"]*"\)', f'KiOPModel.from_pretrained("{repo_id}")', card.text)
     if card.data.eval_results:
         card.data.model_name = repo_id

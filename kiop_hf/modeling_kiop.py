@@ -131,9 +131,9 @@ class KiOPVisualPrompt(PreTrainedModel):
                 **kwargs,
             )
         if push:
-            from .hub import push_prompt_folder
+            from .hub import publish
 
-            push_prompt_folder(save_directory, repo_id)
+            publish(save_directory, repo_id)
 
     def write_files(
         self,
@@ -162,7 +162,9 @@ class KiOPVisualPrompt(PreTrainedModel):
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload the prompt with a model card (and its picture) to ``repo_id``, as PEFT adapters are pushed.
 
-        Keyword arguments: ``commit_message``, ``private``, ``token``, ``revision``, ``create_pr``. The card here
+        Keyword arguments as for ``kiop_hf.hub.publish``: ``commit_message``, ``private``, ``token``, ``revision``
+        (a branch), ``tag``, ``create_pr``, and ``target_repo`` / ``source_repos`` (the Hub ids of models the prompt
+        names by local path). The card here
         describes the prompt alone; ``KiOPTrainer.push_to_hub`` publishes the training folder, whose card also
         has the training setup, results and synthetic samples.
         """

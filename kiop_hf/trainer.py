@@ -317,9 +317,9 @@ class KiOPTrainer:
         return self._hub_repo_id or self.args.hub_model_id or Path(self.args.output_dir).resolve().name
 
     def push_to_hub(self, commit_message: str = "End of training") -> str | None:
-        """Create the repo, save the run again with a card naming the full repo id, and upload ``output_dir``
+        """Create the repo, save the run with a card naming the full repo id, and ``publish`` ``output_dir``
         (prompt, card, pictures, results; no checkpoints or logs). Returns the commit URL on the main process."""
-        from .hub import create_prompt_repo, upload_prompt_folder
+        from .hub import create_prompt_repo, publish
 
         args, commit = self.args, None
         if self.accelerator.is_main_process:
@@ -328,7 +328,7 @@ class KiOPTrainer:
             )
         self.save_model(args.output_dir)
         if self.accelerator.is_main_process:
-            commit = upload_prompt_folder(
+            commit = publish(
                 args.output_dir, self.hub_model_id, commit_message=commit_message, token=args.hub_token
             ).commit_url
         self.accelerator.wait_for_everyone()

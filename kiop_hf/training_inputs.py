@@ -31,6 +31,10 @@ def check_training_inputs(model, sources: dict, args, preservation_images, trans
             f'preservation_images were given but preservation="{args.preservation}" would ignore them; '
             'set preservation="B" to preserve the target with them'
         )
+    if args.push_to_hub:  # a run that ends on the Hub must name models another machine can load
+        from .hub import check_publishable
+
+        check_publishable(config.to_dict(), "push_to_hub: the prompt")
     unknown_weights = sorted(set(args.source_weights or {}) - set(sources))
     if unknown_weights:
         raise ValueError(f"source_weights names unknown tasks {unknown_weights}; the sources are {sorted(sources)}")

@@ -49,6 +49,16 @@ def transformers_folder(tmp_path_factory):
 
 
 @pytest.fixture
+def gray_source(hub, timm_folder):  # noqa: F811  (the fixture, by name)
+    """The tests' grayscale source, published on the loopback Hub (a published prompt names its models by Hub id)."""
+    hub.api.create_repo("user/gray-source", exist_ok=True)
+    hub.api.upload_folder(folder_path=timm_folder, repo_id="user/gray-source")
+    from kiop_hf import load_classifier
+
+    return load_classifier("user/gray-source")
+
+
+@pytest.fixture
 def tiny_cnn():
     torch.manual_seed(0)
     return TinyCNN()

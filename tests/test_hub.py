@@ -76,9 +76,9 @@ def forget_downloads():
 
 
 @pytest.mark.parametrize("library", ["transformers", "timm"])
-def test_hub_options_of_from_pretrained_reach_the_target_too(library, hub, timm_folder, tmp_path):
+def test_hub_options_of_from_pretrained_reach_the_target_too(library, hub, gray_source, tmp_path):
     PUSH_TARGET[library]("user/letters-classifier")
-    model = trained_looking_prompt(load_classifier("user/letters-classifier"), load_classifier(timm_folder))
+    model = trained_looking_prompt(load_classifier("user/letters-classifier"), gray_source)
     model.push_to_hub("user/gray-on-letters")
     forget_downloads()
     cache = tmp_path / "cache"
@@ -92,11 +92,11 @@ def test_hub_options_of_from_pretrained_reach_the_target_too(library, hub, timm_
 
 
 @pytest.mark.parametrize("library", ["transformers", "timm"])
-def test_push_a_prompt_then_reload_prompt_and_target_by_repo_id(library, hub, timm_folder):
+def test_push_a_prompt_then_reload_prompt_and_target_by_repo_id(library, hub, gray_source):
     PUSH_TARGET[library]("user/letters-classifier")
     target = load_classifier("user/letters-classifier")
     assert target.library == library and len(target.revision) == 40  # the commit it was loaded at is recorded
-    model = trained_looking_prompt(target, load_classifier(timm_folder))
+    model = trained_looking_prompt(target, gray_source)
     commit = model.push_to_hub("user/gray-on-letters")
     assert "user/gray-on-letters" in commit.commit_url
 
@@ -121,11 +121,11 @@ def test_push_a_prompt_then_reload_prompt_and_target_by_repo_id(library, hub, ti
     )
 
 
-def test_auto_model_finds_the_prompt_class(hub, timm_folder):
+def test_auto_model_finds_the_prompt_class(hub, gray_source):
     from transformers import AutoModel
 
     push_transformers_target("user/letters-classifier")
-    model = trained_looking_prompt(load_classifier("user/letters-classifier"), load_classifier(timm_folder))
+    model = trained_looking_prompt(load_classifier("user/letters-classifier"), gray_source)
     model.push_to_hub("user/auto-prompt")
     forget_downloads()
     prompt = AutoModel.from_pretrained("user/auto-prompt")
@@ -133,10 +133,10 @@ def test_auto_model_finds_the_prompt_class(hub, timm_folder):
     assert all(torch.equal(a, b) for a, b in zip(prompt.rings, model.prompt.rings))
 
 
-def test_a_revision_pin_on_the_prompt_pins_its_target(hub, timm_folder):
+def test_a_revision_pin_on_the_prompt_pins_its_target(hub, gray_source):
     push_transformers_target("user/letters-classifier", seed=0)
     first_target = load_classifier("user/letters-classifier")
-    source = load_classifier(timm_folder)
+    source = gray_source
     first = trained_looking_prompt(first_target, source, seed=1).push_to_hub("user/pinned").oid
     push_transformers_target("user/letters-classifier", seed=5)  # the target moves on...
     second_target = load_classifier("user/letters-classifier")
@@ -152,11 +152,11 @@ def test_a_revision_pin_on_the_prompt_pins_its_target(hub, timm_folder):
         assert not torch.equal(old(images, task="gray"), new(images, task="gray"))
 
 
-def test_trainer_pushes_the_run_with_a_full_card_and_no_checkpoints(hub, timm_folder, tmp_path):
+def test_trainer_pushes_the_run_with_a_full_card_and_no_checkpoints(hub, gray_source, tmp_path):
     from .test_cli import labelled_dataset
 
     push_timm_target("user/letters-classifier")
-    target, source = load_classifier("user/letters-classifier"), load_classifier(timm_folder)
+    target, source = load_classifier("user/letters-classifier"), gray_source
     model = KiOPModel.from_models(target, {"gray": source}, image_size=32, ring_sizes=[36, 40])
     eval_sets = {
         "gray": labelled_dataset(tmp_path / "gray", 10, "L"),
@@ -198,9 +198,9 @@ def test_trainer_pushes_the_run_with_a_full_card_and_no_checkpoints(hub, timm_fo
         assert torch.equal(reloaded(images, task="gray"), model(images, task="gray"))
 
 
-def test_example_and_cli_push_classify_with_a_published_prompt(hub, timm_folder, tmp_path, capsys):
+def test_example_and_cli_push_classify_with_a_published_prompt(hub, gray_source, tmp_path, capsys):
     push_transformers_target("user/letters-classifier")
-    model = trained_looking_prompt(load_classifier("user/letters-classifier"), load_classifier(timm_folder))
+    model = trained_looking_prompt(load_classifier("user/letters-classifier"), gray_source)
     model.save_pretrained(tmp_path / "prompt")
     for stray in (".env", "data/private.csv", "notes.txt", "checkpoints/checkpoint_0/run_state_0.json", "data/x.png"):
         (tmp_path / "prompt" / stray).parent.mkdir(parents=True, exist_ok=True)
@@ -231,10 +231,10 @@ def test_example_and_cli_push_classify_with_a_published_prompt(hub, timm_folder,
     assert all(f"image_{i}.png: {name}" in printed for i, name in enumerate(predicted))
 
 
-def test_bad_prompt_repos_give_clear_errors(hub, timm_folder, tmp_path):
+def test_bad_prompt_repos_give_clear_errors(hub, gray_source, tmp_path):
     push_transformers_target("user/letters-classifier")
     target = load_classifier("user/letters-classifier")
-    model = trained_looking_prompt(target, load_classifier(timm_folder))
+    model = trained_looking_prompt(target, gray_source)
 
     with pytest.raises(OSError, match="no prompt repo 'user/missing'"):
         KiOPModel.from_pretrained("user/missing")
@@ -292,11 +292,11 @@ def test_a_hub_dataset_of_unlabelled_images_is_a_transfer_set_and_is_named_in_th
     assert "data-free" not in card.data.tags and "real unlabelled images" in card.text
 
 
-def test_a_pushed_folder_names_its_repo_and_leaves_no_stale_files(hub, timm_folder, tmp_path, capsys):
+def test_a_pushed_folder_names_its_repo_and_leaves_no_stale_files(hub, gray_source, tmp_path, capsys):
     from kiop_hf.cli import main as cli
 
     push_transformers_target("user/letters-classifier")
-    model = trained_looking_prompt(load_classifier("user/letters-classifier"), load_classifier(timm_folder))
+    model = trained_looking_prompt(load_classifier("user/letters-classifier"), gray_source)
     folder = tmp_path / "local-name"
     model.save_pretrained(folder)
     (folder / "samples_old.png").write_bytes((folder / "prompt.png").read_bytes())  # as an earlier run left it
@@ -334,3 +334,50 @@ def prompted_card_model(transformers_folder, timm_folder):
         image_size=32,
         ring_sizes=[36, 40],
     )
+
+
+def test_a_prompt_naming_local_models_is_published_only_under_their_hub_ids(
+    hub, transformers_folder, timm_folder, tmp_path, capsys
+):
+    model = trained_looking_prompt(load_classifier(transformers_folder), load_classifier(timm_folder))
+    model.save_pretrained(tmp_path / "prompt")
+    with pytest.raises(SystemExit, match="--target_repo USER/TARGET --source_repo gray=USER/SOURCE") as refused:
+        cli(["push", str(tmp_path / "prompt"), "user/local-prompt"])
+    assert "\n" not in str(refused.value) and "names the target as" in str(refused.value)
+    assert not hub.api.repo_exists("user/local-prompt")  # refused before the repo was created
+    with pytest.raises(ValueError, match="a model the prompt is to name is not on the Hub"):
+        model.push_to_hub("user/local-prompt", target_repo="user/unpublished", source_repos={"gray": "user/nope"})
+
+    hub.api.create_repo("user/letters-rgb", exist_ok=True)
+    target_commit = hub.api.upload_folder(folder_path=transformers_folder, repo_id="user/letters-rgb").oid
+    hub.api.create_repo("user/gray-source", exist_ok=True)
+    hub.api.upload_folder(folder_path=timm_folder, repo_id="user/gray-source")
+    flags = ["--target_repo", "user/letters-rgb", "--source_repo", "gray=user/gray-source", "--revision", "v1"]
+    cli(["push", str(tmp_path / "prompt"), "user/local-prompt", *flags])
+    assert "(tag v1)" in capsys.readouterr().out
+    published = Path(hub.api.hf_hub_download("user/local-prompt", "config.json", revision="v1"))
+    published = json.loads(published.read_text())
+    assert (published["target_name_or_path"], published["target_revision"]) == ("user/letters-rgb", target_commit)
+    assert published["sources"][0]["name_or_path"] == "user/gray-source"
+    card = ModelCard.load("user/local-prompt")
+    assert card.data.base_model == "user/letters-rgb" and card.data.source_models == ["user/gray-source"]
+    local = json.loads((tmp_path / "prompt" / "config.json").read_text())
+    assert local["target_name_or_path"] == str(transformers_folder)  # the folder still serves its local target
+
+    forget_downloads()
+    reloaded = KiOPModel.from_pretrained("user/local-prompt", revision="v1")
+    assert reloaded.target.name_or_path == "user/letters-rgb" and reloaded.target.revision == target_commit
+    images = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(reloaded(images, task="gray"), model(images, task="gray"))
+    with pytest.raises(SystemExit, match="already has a revision 'v1'"):
+        cli(["push", str(tmp_path / "prompt"), "user/local-prompt", *flags])
+
+
+def test_a_run_to_be_pushed_with_a_local_target_is_refused_before_training(transformers_folder, gray_source, tmp_path):
+    model = KiOPModel.from_models(
+        load_classifier(transformers_folder), {"gray": gray_source}, image_size=32, ring_sizes=[36, 40]
+    )
+    args = KiOPTrainingArguments(output_dir=str(tmp_path), push_to_hub=True, **TINY_TRAINING)
+    with pytest.raises(ValueError, match="push_to_hub: the prompt names the target as .*--target_repo"):
+        KiOPTrainer(model, {"gray": gray_source}, args)

@@ -31,12 +31,12 @@ def published_prompt(target, sources, ring_sizes, repo_id, seed):
 
 
 @pytest.fixture
-def two_prompts(hub, timm_folder):
+def two_prompts(hub, gray_source):
     """Two prompts published for one Hub target, with other sources and other ring sizes."""
     push_transformers_target("user/letters-classifier")
     target = load_classifier("user/letters-classifier")
     digits = load_classifier(TinyCNN(3, 4).eval(), image_size=32, mean=RGB_MEAN, std=RGB_STD)
-    published_prompt(target, {"gray": load_classifier(timm_folder)}, [36, 40], "user/gray-on-letters", seed=1)
+    published_prompt(target, {"gray": gray_source}, [36, 40], "user/gray-on-letters", seed=1)
     published_prompt(target, {"digits": digits}, [36, 44], "user/digits-on-letters", seed=2)
     forget_downloads()
 
@@ -74,12 +74,14 @@ def test_a_mixed_batch_equals_the_task_by_task_calls(two_prompts):
             torch.testing.assert_close(row, alone, rtol=1e-5, atol=1e-5)
 
 
-def test_mismatched_prompts_and_tasks_are_refused(two_prompts, transformers_folder, timm_folder):
+def test_mismatched_prompts_and_tasks_are_refused(two_prompts, hub, transformers_folder, gray_source):
     model = KiOPModel.from_pretrained("user/gray-on-letters")
-    other_target = load_classifier(transformers_folder)  # the same shapes, another model
-    KiOPModel.from_models(
-        other_target, {"gray": load_classifier(timm_folder)}, image_size=32, ring_sizes=[36, 40]
-    ).push_to_hub("user/gray-on-other")
+    hub.api.create_repo("user/other-letters", exist_ok=True)
+    hub.api.upload_folder(folder_path=transformers_folder, repo_id="user/other-letters")
+    other_target = load_classifier("user/other-letters")  # the same shapes, another model
+    KiOPModel.from_models(other_target, {"gray": gray_source}, image_size=32, ring_sizes=[36, 40]).push_to_hub(
+        "user/gray-on-other"
+    )
     with pytest.raises(ValueError, match="differs from the target this prompt was trained on in its id"):
         model.load_prompt("user/gray-on-other")
     with pytest.raises(ValueError, match=r"unknown task 'digits': prompt 'default' serves \['gray', 'target'\]"):
