@@ -33,11 +33,10 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
+from arguments import SeededBenchmarkArguments, benchmark_parser, parse_benchmark_args
 from quality import BANK_FIT, Bench
 
-from kiop_hf.cli import training_override
 from kiop_hf.train_job import SCHEDULES
-from kiop_hf.zoo.build import DEFAULT_ROOT
 
 ROWS = ("fast", "cmi", "real")
 UNIT_UPDATES = 400  # prompt updates of the original embedded default: 10 rounds x 40 knowledge-storing steps
@@ -48,19 +47,9 @@ DEFAULT_RINGS = [36, 64]
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(SeededBenchmarkArguments, __doc__, seeds=[0, 1, 2])  # --set: the fast row's
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     parser.add_argument("--budgets", type=int, nargs="+", default=[1, 2, 4, 8], help="multiples of 400 prompt updates")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
-        "--set",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        type=training_override,
-        help="any other KiOPTrainingArguments field for the fast row (label_mapping: for the real row too), "
-        "e.g. --set recent_share=0.5",
-    )
     parser.add_argument(
         "--ring-sizes",
         type=int,
@@ -69,12 +58,9 @@ def parse_args():
         help="outer side of each ring, for every row (other sizes name the variant and pair with the real row of "
         "the same rings)",
     )
-    parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
-    parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
-    parser.add_argument("--json", help="add the runs to this JSON file (created if missing)")
     parser.add_argument("--plot", help="write the accuracy-against-wall-time plot (PNG) here")
     parser.add_argument("--report", action="store_true", help="only print the table (and plot) of the --json file")
-    return parser.parse_args()
+    return parse_benchmark_args(parser)
 
 
 def bench_args(args, row: str, budget: int) -> argparse.Namespace:

@@ -15,18 +15,18 @@ points with the seed).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
 from pathlib import Path
 
+from arguments import SeededBenchmarkArguments, benchmark_parser, parse_benchmark_args
 from budget import add_run, check_same_zoo, stored_runs
 
 from kiop_hf.configuration_kiop import TARGET_TASK
 from kiop_hf.train_job import SCHEDULES, KiOPScriptArguments, run_kiop
 from kiop_hf.training_args import KiOPTrainingArguments
-from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path, weights_digest
+from kiop_hf.zoo.build import REFERENCE_ZOO, build_zoo, dataset_path, weights_digest
 
 SOURCES = ("fashion-mnist-resnet", "mnist-resnet", "digits-efficientnet")  # timm, transformers, timm
 TARGET = "letters-resnet10t"
@@ -45,8 +45,7 @@ RUNS = tuple(RUN_SOURCES)
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
+    parser = benchmark_parser(SeededBenchmarkArguments, __doc__)  # --set: every run trains with it
     parser.add_argument(
         "--schedule",
         choices=sorted(SCHEDULES),
@@ -56,12 +55,9 @@ def parse_args():
     for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size"):  # default: the schedule's budget
         parser.add_argument(f"--{name.replace('_', '-')}", type=int)
     parser.add_argument("--preservation", default="BF", choices=["BF", "B"])
-    parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=RUNS, metavar="RUN", help=f"of {RUNS}")
-    parser.add_argument("--json", help="add the runs to this JSON file (created if missing)")
     parser.add_argument("--report", action="store_true", help="only print the table of the --json file")
-    args = parser.parse_args()
+    args = parse_benchmark_args(parser)
     if args.report and not args.json:
         parser.error("--report prints the table of a --json file: name it")
     for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size"):
@@ -74,7 +70,8 @@ def setting(args) -> dict:
     """The training settings every run of one results file shares (the schedule's, resolved), so that its seeds
     can be pooled."""
     budget = {name: getattr(args, name) for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size")}
-    return SCHEDULES[args.schedule] | budget | {"preservation": args.preservation, "eval_limit": args.eval_limit}
+    shared = {"preservation": args.preservation, "eval_limit": args.eval_limit}
+    return SCHEDULES[args.schedule] | budget | shared | dict(args.set)
 
 
 def measure_seed(args, root: Path, seed: int, zoo: str) -> list[dict]:

@@ -12,7 +12,6 @@ mean, the standard deviation and every seed's source accuracy for each run kind.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from arguments import BenchmarkArguments, benchmark_parser, parse_benchmark_args
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "train_kiop.py"
 
@@ -38,12 +39,11 @@ def source_task(results: dict) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(BenchmarkArguments, __doc__)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=64, help="total batch per step (split across ranks)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--json")
-    args = parser.parse_args()
+    args = parse_benchmark_args(parser)
     workdir = Path(tempfile.mkdtemp(prefix="kiop-processes-"))
     launch_two = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     kinds = {  # name: (launcher, batch per rank, threads per process)
@@ -68,6 +68,8 @@ def main():
                 str(batch),
                 "--output-dir",
                 str(out),
+                "--zoo-root",
+                args.zoo_root,
             ]
             runs[name].append(run(command, out, threads) | {"seed": seed})
             r = runs[name][-1]

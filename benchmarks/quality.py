@@ -22,7 +22,6 @@ Runs of the data-free rows vary by several points from seed to seed, so compare 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -32,9 +31,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from arguments import SeededBenchmarkArguments, benchmark_parser, parse_benchmark_args
 
 from kiop_hf import KiOPModel, load_classifier
-from kiop_hf.cli import training_override
 from kiop_hf.configuration_kiop import TARGET_TASK
 from kiop_hf.data import dataset_tensors
 from kiop_hf.evaluation import evaluate_tasks, predict
@@ -45,17 +44,18 @@ from kiop_hf.synthesis import DataBank, make_synthesizer
 from kiop_hf.train_job import SCHEDULES
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
-from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo, dataset_path, weights_digest
+from kiop_hf.zoo.build import REFERENCE_ZOO, build_zoo, dataset_path, weights_digest
 
 ROWS = ["untrained", "B", "BF", "unlabelled", "real", "dfkd"]
 BANK_FIT = ["bank_agreement", "source_confidence_bank", "source_confidence_test", "target_reading_overlap"]
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # --set: the KiOP rows train with it; the real-data row takes its optimiser and temperature from it, the DFKD
+    # row its synthesis
+    parser = benchmark_parser(SeededBenchmarkArguments, __doc__)
     parser.add_argument("--source", default="fashion-mnist-resnet", help="zoo source model")
     parser.add_argument("--target", default="letters-resnet10t", help="zoo target model")
-    parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--ring-sizes", type=int, nargs="+", default=[36, 64])
     parser.add_argument(
         "--schedule",
@@ -68,15 +68,6 @@ def parse_args():
     parser.add_argument("--bn-weight", type=float, help="BatchNorm prior weight (reference: 1.0)")
     parser.add_argument("--learning-rate", type=float, help="prompt SGD learning rate (reference: 0.8)")
     parser.add_argument("--adv-weight", type=float, help="adversarial term weight (default: the schedule's)")
-    parser.add_argument(
-        "--set",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        type=training_override,
-        help="any other KiOPTrainingArguments field, e.g. --set temperature=4 oh_weight=2 (the KiOP rows train with "
-        "them; the real-data row takes its optimiser and temperature from them, the DFKD row its synthesis)",
-    )
     parser.add_argument("--reset-generator", action="store_true", help="re-initialise the generator every round")
     parser.add_argument(
         "--label-mapping", choices=["random", "frequency"], help="default: the schedule's (the embedded default's)"
@@ -88,10 +79,7 @@ def parse_args():
         "subset), e.g. 640, the size of the synthetic bank at the default budget",
     )
     parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS, help="rows to measure (default: all)")
-    parser.add_argument("--eval-limit", type=int, default=2000, help="test images per task")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per row and seed")
-    parser.add_argument("--json", help="also write the table as JSON to this file")
-    args = parser.parse_args()
+    args = parse_benchmark_args(parser)
     for name in ("rounds", "synthesis_steps", "kd_steps", "batch_size", "bn_weight", "learning_rate"):
         if getattr(args, name) is None:
             setattr(args, name, SCHEDULES[args.schedule][name])

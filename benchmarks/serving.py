@@ -15,7 +15,6 @@ like with like on a shared machine):
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import statistics
@@ -24,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from arguments import BenchmarkArguments, benchmark_parser, parse_benchmark_args
 from PIL import Image
 
 from kiop_hf import KiOPImageProcessor, KiOPModel, load_classifier
-from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo
+from kiop_hf.zoo.build import REFERENCE_ZOO, build_zoo
 
 TARGET = "letters-resnet10t"
 SOURCES = ("fashion-mnist-resnet", "mnist-resnet", "digits-efficientnet", "fashion-mnist-resnet")
@@ -39,14 +39,12 @@ def tensor_bytes(module: torch.nn.Module) -> int:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(BenchmarkArguments, __doc__)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's, i.e. every core)")
-    parser.add_argument("--json", help="also write the figures as JSON to this file")
-    args = parser.parse_args()
+    args = parse_benchmark_args(parser)
     device, n = torch.device(args.device), args.batch_size
     if args.threads:
         torch.set_num_threads(args.threads)

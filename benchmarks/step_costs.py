@@ -11,7 +11,6 @@ within this one run: the fast round against the CMI round, bf16 against fp32.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import statistics
@@ -21,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+from arguments import BenchmarkArguments, benchmark_parser, parse_benchmark_args
 
 from kiop_hf import KiOPModel, load_classifier
 from kiop_hf.configuration_kiop import TARGET_TASK
@@ -28,7 +28,7 @@ from kiop_hf.synthesis import make_synthesizer
 from kiop_hf.train_job import CMI_SCHEDULE, DEFAULT_SCHEDULE, DEFAULT_SOURCE, DEFAULT_TARGET
 from kiop_hf.trainer import KiOPTrainer
 from kiop_hf.training_args import KiOPTrainingArguments
-from kiop_hf.zoo.build import DEFAULT_ROOT, REFERENCE_ZOO, build_zoo
+from kiop_hf.zoo.build import REFERENCE_ZOO, build_zoo
 
 METHODS = {
     "cmi": CMI_SCHEDULE,
@@ -38,13 +38,13 @@ METHODS = {
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(BenchmarkArguments, __doc__)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--json", help="also write the figures as JSON to this file")
-    args = parser.parse_args()
+    args = parse_benchmark_args(parser)
     specs = {spec.name: spec for spec in REFERENCE_ZOO}
-    build_zoo(DEFAULT_ROOT, [specs[DEFAULT_SOURCE], specs[DEFAULT_TARGET]])
-    source, target = load_classifier(DEFAULT_ROOT / DEFAULT_SOURCE), load_classifier(DEFAULT_ROOT / DEFAULT_TARGET)
+    root = Path(args.zoo_root)
+    build_zoo(root, [specs[DEFAULT_SOURCE], specs[DEFAULT_TARGET]])
+    source, target = load_classifier(root / DEFAULT_SOURCE), load_classifier(root / DEFAULT_TARGET)
     task = specs[DEFAULT_SOURCE].dataset
     model = KiOPModel.from_models(target, {task: source}, image_size=32, ring_sizes=[36, 64])
     trainer = KiOPTrainer(

@@ -20,26 +20,18 @@ import time
 from pathlib import Path
 
 import torch
+from arguments import SeededBenchmarkArguments, benchmark_parser, parse_benchmark_args
 from budget import bench_args
 from quality import Bench
 
-from kiop_hf.cli import training_override
 from kiop_hf.trainer import KiOPTrainer
-from kiop_hf.zoo.build import DEFAULT_ROOT
 
 
 def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(SeededBenchmarkArguments, __doc__, seeds=[0, 1, 2])  # --set: synthesis settings
     parser.add_argument("--rounds", type=int, default=30, help="synthesis rounds per seed")
     parser.add_argument("--last", type=int, default=10, help="screen the images of this many last rounds")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
-        "--set", nargs="+", default=[], metavar="KEY=VALUE", type=training_override, help="synthesis settings"
-    )
-    parser.add_argument("--eval-limit", type=int, default=2000, help="real test images to compare with")
-    parser.add_argument("--zoo-root", default=str(DEFAULT_ROOT))
-    parser.add_argument("--json", help="write the runs and their summary to this JSON file")
-    args = parser.parse_args()
+    args = parse_benchmark_args(parser)
     if not 0 < args.last <= args.rounds:
         parser.error(f"--last must be between 1 and --rounds ({args.rounds}), got {args.last}")
     return args
