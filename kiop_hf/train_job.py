@@ -197,7 +197,8 @@ def finish_run(trainer: KiOPTrainer) -> dict:
 
 def run_kiop(script: KiOPScriptArguments, training: KiOPTrainingArguments, log=print) -> dict:
     """Load the models, train the prompt, evaluate it, save it with its card, push it if asked; returns the results."""
-    if script.embedded:
+    embedded = script.embedded  # before the zoo's models fill the script in
+    if embedded:
         with_zoo_defaults(script, training, log=log)
     target = load_classifier(script.target)
     sources = {name: load_source(name, source) for name, source in script.source.items()}
@@ -218,7 +219,7 @@ def run_kiop(script: KiOPScriptArguments, training: KiOPTrainingArguments, log=p
         for key, value in results.items():
             log(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
         log(f"prompt saved to {training.output_dir}")
-        if script.embedded:
+        if embedded:
             log(embedded_default_summary(script, training, results))
     return results
 
