@@ -43,6 +43,7 @@ RUN_DEFINING = (
     "synthesizer",
     "data_bank_size",
     "recent_share",
+    "bank_min_confidence",
     "kd_shift",
     "kd_flip",
     "kd_mix",

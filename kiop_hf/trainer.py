@@ -155,10 +155,23 @@ class KiOPTrainer:
         losses = {}
         for name, synthesizer in self.synthesizers.items():
             with self.accelerator.autocast():
-                self.banks[name].add(synthesizer.synthesize(partial(self.prompted, name), progress=self._progress))
+                images = synthesizer.synthesize(partial(self.prompted, name), progress=self._progress)
+            self.banks[name].add(self._sure_of(name, images))
             losses.update({f"synthesis/{name}/{term}": v for term, v in synthesizer.last_losses.items()})
         prompt.requires_grad_(True)
         return losses
+
+    @torch.no_grad()
+    def _sure_of(self, name: str, images: torch.Tensor) -> torch.Tensor:
+        """A source's synthetic images that it classifies with at least ``bank_min_confidence`` (at least the
+        surest one); the target's images and a zero threshold keep every image."""
+        threshold = self.args.bank_min_confidence
+        if threshold == 0 or name not in self.sources:
+            return images
+        confidence = self.sources[name](images.float()).softmax(-1).amax(-1)
+        keep = confidence >= threshold
+        keep[confidence.argmax()] = True
+        return images[keep]
 
     @property
     def _progress(self) -> bool:

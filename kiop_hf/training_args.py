@@ -58,6 +58,7 @@ NUMBERS = (
     ("meta_step", True, False),
     ("bn_momentum", False, False),
     ("recent_share", False, False),
+    ("bank_min_confidence", False, False),
     ("kd_mix_prob", False, False),
     ("kd_mix_alpha", True, False),
 )
@@ -219,6 +220,13 @@ class KiOPTrainingArguments:
         default=0.0,
         metadata=field_help("Share of each knowledge-storing batch drawn from the newest synthetic batch, in [0, 1]."),
     )
+    bank_min_confidence: float = field(
+        default=0.0,
+        metadata=field_help(
+            "Keep only the synthetic source images their source classifies with at least this top-1 probability, "
+            "in [0, 1] (0: keep all; a round keeps at least its surest image). Off by default: see benchmarks/README."
+        ),
+    )
     # Checkpoints, logging, hardware
     save_every_rounds: int = field(default=1, metadata=field_help("Write a checkpoint every this many rounds."))
     save_total_limit: int | None = field(
@@ -281,6 +289,8 @@ class KiOPTrainingArguments:
                 continue
             if not _finite_number(value) or value < 0 or (positive and value == 0):
                 raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+        if not 0 <= self.bank_min_confidence <= 1:
+            raise ValueError(f"bank_min_confidence must be between 0 and 1, got {self.bank_min_confidence}")
         if not 0 <= self.recent_share <= 1:
             raise ValueError(f"recent_share must be between 0 and 1, got {self.recent_share}")
         if not 0 <= self.kd_mix_prob <= 1:

@@ -73,6 +73,23 @@ def test_data_free_run_trains_only_the_prompt_and_saves_a_loadable_prompt(
     assert torch.equal(reloaded(images, task="gray"), model(images, task="gray"))
 
 
+def test_bank_min_confidence_keeps_only_the_images_the_source_is_sure_of(transformers_folder, timm_folder, tmp_path):
+    images = torch.rand(16, 1, 32, 32)
+    source = load_classifier(timm_folder)
+    confidence = source(images).softmax(-1).amax(-1)
+    threshold = confidence.median().item()
+    trainer = tiny_run(transformers_folder, timm_folder, tmp_path, bank_min_confidence=threshold)
+    assert torch.equal(trainer._sure_of("gray", images), images[confidence >= threshold])
+    assert torch.equal(trainer._sure_of("target", images), images)  # the target's bank is not filtered
+
+    trainer = tiny_run(transformers_folder, timm_folder, tmp_path / "sure", synthesizer="fast", bank_min_confidence=1)
+    trainer.setup()
+    trainer.synthesize()  # no image reaches probability 1: each round keeps its surest one
+    assert len(trainer.banks["gray"]) == 1 and len(trainer.banks["target"]) > 1
+    with pytest.raises(ValueError, match="bank_min_confidence must be between 0 and 1, got 1.5"):
+        KiOPTrainingArguments(output_dir=str(tmp_path), bank_min_confidence=1.5)
+
+
 def random_image_dataset(n=24, seed=0):
     rng = np.random.default_rng(seed)
     images = [Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)) for _ in range(n)]
