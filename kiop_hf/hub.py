@@ -175,6 +175,8 @@ def _stale_files(api: HfApi, repo_id: str, revision: str | None, staging: Path, 
 
 def push_saved(model, repo_id: str, *, private: bool | None = None, **kwargs) -> CommitInfo:
     """Save ``model`` (a prompt, or a prompt with its target) with a card naming ``repo_id`` and ``publish`` it."""
+    renamed = ({TARGET_TASK} if kwargs.get("target_repo") else set()) | set(kwargs.get("source_repos") or {})
+    check_publishable(model.config.to_dict(), "the prompt", renamed)  # before the repo is created
     repo_id = create_prompt_repo(repo_id, private=private, token=kwargs.get("token"))
     with tempfile.TemporaryDirectory() as folder:
         model.save_pretrained(folder, repo_id=repo_id)

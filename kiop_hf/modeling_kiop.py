@@ -164,9 +164,8 @@ class KiOPVisualPrompt(PreTrainedModel):
 
         Keyword arguments as for ``kiop_hf.hub.publish``: ``commit_message``, ``private``, ``token``, ``revision``
         (a branch), ``tag``, ``create_pr``, and ``target_repo`` / ``source_repos`` (the Hub ids of models the prompt
-        names by local path). The card here
-        describes the prompt alone; ``KiOPTrainer.push_to_hub`` publishes the training folder, whose card also
-        has the training setup, results and synthetic samples.
+        names by local path). The card here describes the prompt alone; ``KiOPTrainer.push_to_hub`` publishes the
+        training folder, whose card also has the training setup, results and synthetic samples.
         """
         from .hub import push_saved
 

@@ -344,6 +344,8 @@ def test_a_prompt_naming_local_models_is_published_only_under_their_hub_ids(
     with pytest.raises(SystemExit, match="--target_repo USER/TARGET --source_repo gray=USER/SOURCE") as refused:
         cli(["push", str(tmp_path / "prompt"), "user/local-prompt"])
     assert "\n" not in str(refused.value) and "names the target as" in str(refused.value)
+    with pytest.raises(ValueError, match="names the target as"):
+        model.push_to_hub("user/local-prompt")
     assert not hub.api.repo_exists("user/local-prompt")  # refused before the repo was created
     with pytest.raises(ValueError, match="a model the prompt is to name is not on the Hub"):
         model.push_to_hub("user/local-prompt", target_repo="user/unpublished", source_repos={"gray": "user/nope"})
