@@ -19,6 +19,7 @@ from torch import nn
 
 from .clip import is_clip_config, load_zero_shot
 from .configuration_kiop import LIBRARIES
+from .folding import folded_network
 from .pixels import match_channels
 
 _TIMM_PREFIX = "hf-hub:"
@@ -29,6 +30,10 @@ class FrozenClassifier(nn.Module):
 
     It takes pixels in [0, 1] with any channel count convertible to its own (1 <-> 3), applies the model's own
     normalisation and returns logits. Gradients still flow to the *input*, which is what prompt training needs.
+
+    Frozen, the network may run as its faster twin with BatchNorm folded into its convolutions
+    (``folding.folded_network``), built at the first call; while any of its layers has a forward hook (synthesis
+    reads the BatchNorm inputs, a user may watch a layer) the network runs as it is.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class FrozenClassifier(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
+        self._folded: dict[str, nn.Module | None] = {}  # the folded twin (or None: none), under "network"
 
     @property
     def num_channels(self) -> int:
@@ -81,8 +87,22 @@ class FrozenClassifier(nn.Module):
                 f"{tuple(pixel_values.shape)}"
             )
         pixel_values = match_channels(pixel_values, self.num_channels)
-        output = self.model((pixel_values - self.mean) / self.std)
+        x = (pixel_values - self.mean) / self.std
+        folded = None if self._watched() else self._folded_network(x)
+        output = self.model(x) if folded is None else folded(x.contiguous(memory_format=torch.channels_last))
         return output if isinstance(output, torch.Tensor) else output.logits
+
+    def _watched(self) -> bool:
+        return any(m._forward_hooks or m._forward_pre_hooks for m in self.model.modules())
+
+    def _folded_network(self, example: torch.Tensor) -> nn.Module | None:
+        if "network" not in self._folded:
+            self._folded["network"] = folded_network(self.model, example[:8].detach())
+        return self._folded["network"]
+
+    def _apply(self, fn, recurse=True):
+        self._folded = {}  # moved or cast: the twin is built again, from the moved network, at the next call
+        return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
         return (

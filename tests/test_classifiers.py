@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from torch import nn
 
 from kiop_hf import FrozenClassifier, KiOPModel, load_classifier
 from kiop_hf.pixels import match_channels
@@ -125,3 +126,43 @@ def test_an_unreachable_hub_says_so(monkeypatch):
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     with pytest.raises(OSError, match="could not reach the Hub at http://127.0.0.1:9 to resolve 'org/letters'"):
         load_classifier("org/letters")
+
+
+def test_a_frozen_batchnorm_network_runs_folded_with_its_own_logits_and_as_it_is_while_watched(timm_folder):
+    """The folded twin computes the same logits and passes input gradients; hooks (synthesis reads every BatchNorm
+    input) make the network run as it is, so they see every layer."""
+    from kiop_hf.synthesis.priors import NormLayerInputs
+
+    classifier = load_classifier(timm_folder)
+    gray = torch.rand(4, 1, 32, 32)
+    with torch.no_grad():
+        expected = classifier.model((gray - GRAY_MEAN[0]) / GRAY_STD[0])
+    pixels = gray.clone().requires_grad_(True)
+    logits = classifier(pixels)
+    folded = classifier._folded["network"]
+    assert folded is not None and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert torch.allclose(logits, expected, atol=1e-5)
+    logits.sum().backward()
+    assert pixels.grad.abs().sum() > 0
+
+    with NormLayerInputs(classifier) as statistics:
+        assert torch.allclose(classifier(gray), expected, atol=1e-5)
+        assert len(statistics._inputs) == len(statistics.layers) > 0 and statistics.loss() > 0
+    classifier.double()  # moved or cast: the twin is rebuilt from the cast network
+    assert classifier._folded == {} and classifier(gray.double()).dtype == torch.float64
+
+
+def test_a_network_torch_fx_cannot_trace_runs_as_it_is():
+    class Branching(nn.Module):  # data-dependent control flow: not traceable
+        def __init__(self):
+            super().__init__()
+            self.conv, self.norm, self.head = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = self.norm(self.conv(x)).mean((2, 3))
+            return self.head(x if x.sum() > 0 else -x)
+
+    classifier = load_classifier(Branching(), image_size=8, mean=[0.5] * 3, std=[0.5] * 3, class_names=["a", "b"])
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(classifier(x), classifier.model((x - 0.5) / 0.5))
+    assert classifier._folded["network"] is None

@@ -230,3 +230,22 @@ def test_under_bf16_autocast_a_round_moves_its_images_as_far_as_in_fp32(method, 
     bf16 = distance_moved(torch.autocast("cpu", dtype=torch.bfloat16))
     assert bf16 > 0.5 * fp32
     assert torch.is_autocast_cache_enabled()  # the caller's setting is back
+
+
+def test_the_contrastive_term_rewards_local_views_that_find_their_own_global_view():
+    """Against the same negatives' keys, local views close to their own global views cost less than shuffled ones;
+    gradients reach the local features only (the global views and the negatives are the targets)."""
+    from kiop_hf.synthesis.cmi import ProjectionHead, contrastive_loss
+
+    torch.manual_seed(0)
+    head = ProjectionHead(16, 32, 8)
+    global_ = torch.randn(6, 16)
+    with torch.no_grad():
+        negative_keys = (head(torch.randn(20, 16)), head(torch.randn(20, 16)))
+    local = (global_ + 0.05 * torch.randn(6, 16)).requires_grad_(True)
+    aligned = contrastive_loss(head, local, global_.requires_grad_(True), negative_keys, 0.6)
+    shuffled = contrastive_loss(head, local[torch.tensor([1, 2, 3, 4, 5, 0])], global_, negative_keys, 0.6)
+    assert aligned < shuffled
+    aligned.backward()
+    assert local.grad.abs().sum() > 0 and global_.grad is None
+
