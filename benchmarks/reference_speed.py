@@ -20,7 +20,8 @@ The reference runs unchanged except where it cannot run on CPU: `KiOP_B.py`'s `t
 printed and written to the JSON. The reference imports kornia, termcolor and lmdb (`make reference-speed` installs
 them and clones the reference into build/).
 
-    python benchmarks/reference_speed.py --reference-dir PATH [--repeats 3] [--memory] [--json FILE]
+    python benchmarks/reference_speed.py --reference-dir PATH [--repeats 3] [--memory] [--profile] [--json FILE]
+    make reference-speed     # clones the reference into build/, installs its imports, runs the above
 """
 
 from __future__ import annotations
@@ -70,8 +71,12 @@ class ReferenceSpeedArguments:
     batch_size: int = field(default=REFERENCE["batch_size"], metadata=field_help("Synthesis and KD batch."))
     num_negatives: int = field(default=REFERENCE["n_neg"], metadata=field_help("Negatives of a warm bank."))
     memory: bool = field(default=False, metadata=field_help("Also measure each side's peak memory (own process)."))
+    profile: bool = field(default=False, metadata=field_help("Also profile one kiop_hf warm-bank synthesis round."))
     memory_of: str | None = field(default=None, metadata=field_help("(internal) measure this side's memory."))
-    json: str | None = field(default=None, metadata=field_help("Also write the figures to this JSON file."))
+    json: str | None = field(
+        default=None,
+        metadata=field_help("Also add the figures to this JSON file's runs (same configuration: replaced)."),
+    )
 
 
 def main():
@@ -89,7 +94,25 @@ def main():
         return
     sides = {name: build(teacher, host, real_images, args, device) for name, build in builders.items()}
     negatives = torch.randn(args.num_negatives, 2 * sides["kiop_hf"].feature_dim)
+    steps = interleaved_steps(sides, negatives, args, device)
+    results = report(steps, reference, args, device)
+    if args.memory:
+        peak = {name: measure_memory_in_subprocess(name) for name in sides}
+        results["peak_memory_bytes"] = peak
+        results["ratios"]["kiop_hf / reference: peak memory of a synthesis round"] = (
+            peak["kiop_hf"] / peak["reference"]
+        )
+        for name, value in peak.items():
+            print(f"peak memory of a warm-bank synthesis round, {name}: {value / 2**20:,.0f} MiB")
+        print(f"kiop_hf / reference: {peak['kiop_hf'] / peak['reference']:.2f}")
+    if args.profile:
+        results["kiop_hf_warm_step_profile"] = profile_warm_round(sides["kiop_hf"], negatives)
+    if args.json:
+        add_run(Path(args.json), results)
 
+
+def interleaved_steps(sides: dict, negatives: torch.Tensor, args, device: torch.device) -> dict[str, list[float]]:
+    """Seconds per step, by side and kind: the sides take turns, a synthesis round or a KD step at a time."""
     steps: dict[str, list[float]] = {}
     with GeneratorClock() as clock:
         for side in sides.values():  # warm-up: allocations, the reference's first PNG files and loader
@@ -108,10 +131,14 @@ def main():
             start = _now(device)
             side.kd_step()
             steps.setdefault(f"{name}: knowledge-storing step", []).append(_now(device) - start)
+    return steps
 
-    print(f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, reference commit {reference.commit}")
-    print(f"reference edits: {reference.edits or 'none'}")
-    print(f"batch {args.batch_size}, warm bank: {args.num_negatives} negatives; medians (minimums) of interleaved samples")
+
+def report(steps: dict[str, list[float]], reference, args, device: torch.device) -> dict:
+    """Print the medians, minimums and ratios; return them with what the run was."""
+    print(f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"reference commit {reference.commit}; edits: {reference.edits or 'none'}")
+    print(f"batch {args.batch_size}, warm bank {args.num_negatives} negatives; medians (min) of interleaved samples")
     for label, values in steps.items():
         print(f"{label:<52}{statistics.median(values):>9.4f} s  ({min(values):.4f}, n={len(values)})")
     ratios = {}
@@ -123,25 +150,49 @@ def main():
     print()
     for label, value in ratios.items():
         print(f"{label:<60}{value:>7.2f}x")
-    results = {
-        "device": str(device),
+    return {
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "kiop_hf_commit": _commit(Path(__file__).parent),
         "reference_commit": reference.commit,
         "reference_edits": reference.edits,
         "configuration": REFERENCE | {"batch_size": args.batch_size, "n_neg": args.num_negatives},
         "seconds": {label: {"median": statistics.median(v), "min": min(v), "n": len(v)} for label, v in steps.items()},
         "ratios": ratios,
     }
-    if args.memory:
-        results["peak_memory_bytes"] = {name: measure_memory_in_subprocess(name) for name in sides}
-        peak = results["peak_memory_bytes"]
-        ratios["kiop_hf / reference: peak memory of a synthesis round"] = peak["kiop_hf"] / peak["reference"]
-        for name, value in peak.items():
-            print(f"peak memory of a warm-bank synthesis round, {name}: {value / 2**20:,.0f} MiB")
-        print(f"kiop_hf / reference: {ratios['kiop_hf / reference: peak memory of a synthesis round']:.2f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def profile_warm_round(side: KiOPSide, negatives: torch.Tensor, top: int = 15) -> list[dict]:
+    """Where a kiop_hf warm-bank synthesis round spends its time: the ops with the most self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    side.set_negatives(negatives)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as profiler:
+        side.synthesis_round()
+    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total + _device_time(e), reverse=True)
+    total = sum(e.self_cpu_time_total + _device_time(e) for e in events)
+    rows = [
+        {"op": e.key, "share": (e.self_cpu_time_total + _device_time(e)) / total, "calls": e.count}
+        for e in events[:top]
+    ]
+    print("\nkiop_hf warm-bank synthesis round, self time by op:")
+    for row in rows:
+        print(f"  {row['op']:<48}{100 * row['share']:>6.1f}%  ({row['calls']} calls)")
+    return rows
+
+
+def _device_time(event) -> float:
+    return getattr(event, "self_device_time_total", 0.0) or 0.0
+
+
+def add_run(path: Path, results: dict) -> None:
+    """Add this run to the JSON file's runs; a run of the same device and configuration replaces the old one."""
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    key = (results["device"], json.dumps(results["configuration"], sort_keys=True))
+    runs = [run for run in runs if (run["device"], json.dumps(run["configuration"], sort_keys=True)) != key]
+    path.write_text(json.dumps({"runs": [*runs, results]}, indent=2) + "\n")
 
 
 def resnet18(num_classes: int) -> nn.Module:
@@ -172,17 +223,11 @@ def load_reference(folder: Path, device: torch.device) -> types.SimpleNamespace:
     module = types.ModuleType("KiOP_B")
     module.__file__ = str(folder / "KiOP_B.py")
     exec(compile(source, module.__file__, "exec"), module.__dict__)
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown (not a git checkout)"
     return types.SimpleNamespace(
         train=module.train, fusion=module.model_Fusion, label_mapping=module.label_mapping_base,
         prompt=sys.modules["visual_prompt"].ExpansiveVisualPrompt, kl=datafree.criterions.KLDiv,
         dummy_ctx=datafree.utils.dummy_ctx, Generator=Generator, CMISynthesizer=CMISynthesizer,
-        commit=commit, edits=edits,
+        commit=_commit(folder), edits=edits,
     )  # fmt: skip
 
 
@@ -300,6 +345,14 @@ class GeneratorClock:
 
     def intervals(self) -> list[float]:
         return [later - earlier for earlier, later in zip(self._times, self._times[1:])]
+
+
+def _commit(folder: Path) -> str:
+    try:
+        command = ["git", "-C", str(folder), "rev-parse", "HEAD"]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
 
 
 def _now(device: torch.device) -> float:
