@@ -248,4 +248,3 @@ def test_the_contrastive_term_rewards_local_views_that_find_their_own_global_vie
     assert aligned < shuffled
     aligned.backward()
     assert local.grad.abs().sum() > 0 and global_.grad is None
-
