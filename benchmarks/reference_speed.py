@@ -107,6 +107,7 @@ def main():
         print(f"kiop_hf / reference: {peak['kiop_hf'] / peak['reference']:.2f}")
     if args.profile:
         results["kiop_hf_warm_step_profile"] = profile_warm_round(sides["kiop_hf"], negatives)
+        results["kiop_hf_kd_step_parts_seconds"] = kd_step_parts(sides["kiop_hf"], args, device)
     if args.json:
         add_run(Path(args.json), results)
 
@@ -181,6 +182,38 @@ def profile_warm_round(side: KiOPSide, negatives: torch.Tensor, top: int = 15) -
     for row in rows:
         print(f"  {row['op']:<48}{100 * row['share']:>6.1f}%  ({row['calls']} calls)")
     return rows
+
+
+def kd_step_parts(side: KiOPSide, args, device: torch.device, repeats: int = 3) -> dict[str, float]:
+    """A kiop_hf knowledge-storing step and its passes on their own (medians): which of them a step's time is."""
+    trainer, model = side.trainer, side.trainer.model
+    source = trainer.sources["cifar10"]
+    x = torch.rand(args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+
+    def frozen_pass(network):
+        with torch.no_grad():
+            network(x)
+
+    parts = {
+        "whole step": side.kd_step,
+        "source pass (32 px, no gradient)": partial(frozen_pass, source),
+        "target pass (32 px, no gradient)": partial(frozen_pass, model.target),
+        f"prompted target pass ({RINGS[-1]} px, forward + backward)": lambda: (
+            trainer.prompted("cifar10", x).sum().backward()
+        ),
+        f"prompted target pass ({RINGS[0]} px, forward + backward)": lambda: model(x, task="target").sum().backward(),
+    }
+    seconds: dict[str, list[float]] = {label: [] for label in parts}
+    for _ in range(repeats + 1):  # the first round warms up
+        for label, job in parts.items():
+            start = _now(device)
+            job()
+            seconds[label].append(_now(device) - start)
+    medians = {label: statistics.median(values[1:]) for label, values in seconds.items()}
+    print("\nkiop_hf knowledge-storing step by part (medians):")
+    for label, value in medians.items():
+        print(f"  {label:<52}{value:>8.3f} s")
+    return medians
 
 
 def _device_time(event) -> float:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .clip import is_clip_config, load_zero_shot
 from .configuration_kiop import LIBRARIES
-from .folding import folded_network
+from .folding import folded_network, logits_of
 from .pixels import match_channels
 
 _TIMM_PREFIX = "hf-hub:"
@@ -90,7 +90,7 @@ class FrozenClassifier(nn.Module):
         x = (pixel_values - self.mean) / self.std
         folded = None if self._watched() else self._folded_network(x)
         output = self.model(x) if folded is None else folded(x.contiguous(memory_format=torch.channels_last))
-        return output if isinstance(output, torch.Tensor) else output.logits
+        return logits_of(output)
 
     def _watched(self) -> bool:
         return any(m._forward_hooks or m._forward_pre_hooks for m in self.model.modules())

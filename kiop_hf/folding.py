@@ -34,12 +34,14 @@ def folded_network(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
         return None
     folded = folded.to(memory_format=torch.channels_last)
     with torch.no_grad(), torch.autocast(example.device.type, enabled=False):
-        expected, got = _logits(model(example)), _logits(folded(example.contiguous(memory_format=torch.channels_last)))
+        expected = logits_of(model(example))
+        got = logits_of(folded(example.contiguous(memory_format=torch.channels_last)))
     if not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * expected.abs().max().item()):
         logger.debug("BatchNorm not folded: the folded %s changes its outputs", type(model).__name__)
         return None
     return folded
 
 
-def _logits(output) -> torch.Tensor:
+def logits_of(output) -> torch.Tensor:
+    """The logits of a classifier's output: a tensor (timm, plain modules) or a transformers output."""
     return output if isinstance(output, torch.Tensor) else output.logits

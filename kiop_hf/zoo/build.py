@@ -23,6 +23,7 @@ from torch import nn
 
 from ..classifiers import FrozenClassifier, load_classifier
 from ..evaluation import accuracy
+from ..folding import logits_of
 from . import data
 from .augment import random_affine, random_canvas
 
@@ -168,8 +169,7 @@ def train_classifier(
         size = sizes[int(torch.randint(len(sizes), (1,), generator=generator))]
         if size != data.IMAGE_SIZE:
             x = random_canvas(x, size, generator)
-        output = model((x - normalise.mean) / normalise.std)
-        logits = output if isinstance(output, torch.Tensor) else output.logits
+        logits = logits_of(model((x - normalise.mean) / normalise.std))
         loss = F.cross_entropy(logits, labels[batch], label_smoothing=0.1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
